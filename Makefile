@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+TOOLS := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+CARGO ?= cargo
+
+.PHONY: all build tools test lint-rust unit chart-test demo bench-webhook bench-agent e2e clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+tools:
+	@scripts/install-tools.sh
+
+## Everything CI runs: formatting, clippy, all tests (unit, integration against
+## real OpenBao/PostgreSQL, chart rendering and schema validation).
+test: tools lint-rust
+	$(CARGO) test --all-targets --no-fail-fast
+	@if [ -x scripts/test-chart.sh ]; then scripts/test-chart.sh; fi
+
+lint-rust:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+demo: tools
+	@scripts/demo.sh
+
+bench-webhook:
+	@scripts/install-tools.sh --bench
+	@scripts/bench-webhook.sh
+
+bench-agent: tools
+	@scripts/bench-agent.sh
+
+## End-to-end tests against a real cluster (KUBECONFIG must be set).
+e2e:
+	@test -n "$$KUBECONFIG" || { echo "e2e: set KUBECONFIG to a cluster (see docs/e2e.md)"; exit 2; }
+	$(CARGO) test --test e2e -- --ignored --test-threads=1
+
+clean:
+	$(CARGO) clean
+	rm -rf .tools .demo

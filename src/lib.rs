@@ -1,0 +1,23 @@
+//! vault-injector: a Kubernetes mutating admission webhook and an in-pod agent
+//! that deliver secrets from Vault/OpenBao into pods at deploy time.
+//!
+//! Pure core, thin edges: `annotations` -> `plan` -> `patch` are pure functions
+//! of (pod, config); `server`, `vault` and the Kubernetes client are edges.
+
+pub mod admin;
+pub mod admission;
+pub mod agent;
+pub mod annotations;
+pub mod audit;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod manifests;
+pub mod patch;
+pub mod plan;
+pub mod probe;
+pub mod render;
+pub mod server;
+pub mod tls;
+pub mod vault;

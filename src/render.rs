@@ -1,0 +1,1 @@
+//! STUB: rendering secret data to files (agent work).

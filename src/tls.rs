@@ -1,0 +1,1 @@
+//! STUB: TLS material loading and hot reload (server work).

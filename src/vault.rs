@@ -1,0 +1,1 @@
+//! STUB: Vault/OpenBao client edge (agent work).
