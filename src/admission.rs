@@ -47,7 +47,8 @@ impl Injector {
     /// Handles one AdmissionReview body.
     pub async fn review(&self, body: &[u8]) -> Result<Reviewed, BadReview> {
         let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
-        let req: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| BadReview::NoRequest)?;
+        let req: AdmissionRequest<DynamicObject> =
+            review.try_into().map_err(|_| BadReview::NoRequest)?;
         let resp = AdmissionResponse::from(&req);
         let audit = AdmissionAudit {
             uid: req.uid.clone(),

@@ -11,7 +11,12 @@ pub struct CertsArgs {
     #[arg(long, env = "VAULT_INJECTOR_CERTS_OUT")]
     pub out: PathBuf,
     /// DNS name or IP the serving certificate is for (repeatable).
-    #[arg(long = "host", required = true, env = "VAULT_INJECTOR_CERTS_HOST", value_delimiter = ',')]
+    #[arg(
+        long = "host",
+        required = true,
+        env = "VAULT_INJECTOR_CERTS_HOST",
+        value_delimiter = ','
+    )]
     pub hosts: Vec<String>,
 }
 

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "vault-injector", version, about = "Inject secrets from Vault/OpenBao into Kubernetes pods")]
+#[command(
+    name = "vault-injector",
+    version,
+    about = "Inject secrets from Vault/OpenBao into Kubernetes pods"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -33,8 +37,12 @@ pub fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Webhook(args) => multi_thread().and_then(|rt| rt.block_on(crate::server::run(args))),
-        Command::Agent(args) => current_thread().and_then(|rt| rt.block_on(crate::agent::run(args))),
+        Command::Webhook(args) => {
+            multi_thread().and_then(|rt| rt.block_on(crate::server::run(args)))
+        }
+        Command::Agent(args) => {
+            current_thread().and_then(|rt| rt.block_on(crate::agent::run(args)))
+        }
         Command::Probe(args) => crate::probe::run(args),
         Command::Mutate(args) => crate::manifests::run_mutate(args),
         Command::Certs(args) => crate::certs::run(args),
@@ -49,13 +57,17 @@ pub fn main() -> ExitCode {
 }
 
 fn multi_thread() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// The agent and the small commands run on one thread: they wait on Vault,
 /// and a single-threaded runtime keeps their memory small.
 fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 #[cfg(test)]

@@ -53,24 +53,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The operator's configuration file. Every field has a default so an empty
 /// file is valid; unknown keys are rejected so a typo is not silently ignored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct WebhookConfig {
     pub vault: VaultSettings,
     pub auth: AuthDefaults,
     pub agent: AgentDefaults,
     pub injector: InjectorSettings,
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        Self {
-            vault: VaultSettings::default(),
-            auth: AuthDefaults::default(),
-            agent: AgentDefaults::default(),
-            injector: InjectorSettings::default(),
-        }
-    }
 }
 
 /// Where Vault is and how to verify it. Operator-only.
@@ -237,7 +226,9 @@ impl WebhookConfig {
         if self.vault.address.is_empty() {
             return Err("vault.address must not be empty".into());
         }
-        if !(self.vault.address.starts_with("http://") || self.vault.address.starts_with("https://")) {
+        if !(self.vault.address.starts_with("http://")
+            || self.vault.address.starts_with("https://"))
+        {
             return Err(format!(
                 "vault.address {:?} must start with http:// or https://",
                 self.vault.address
@@ -592,9 +583,11 @@ mod tests {
         };
         let back = AgentConfig::from_json(&cfg.to_json()).unwrap();
         assert_eq!(back, cfg);
-        let err = AgentConfig::from_json(r#"{"vault":{"address":"x"},"auth":{"method":"jwt","mount":"j"},"bogus":1}"#)
-            .unwrap_err()
-            .to_string();
+        let err = AgentConfig::from_json(
+            r#"{"vault":{"address":"x"},"auth":{"method":"jwt","mount":"j"},"bogus":1}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("bogus"), "{err}");
     }
 }

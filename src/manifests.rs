@@ -12,7 +12,12 @@ pub struct MutateArgs {
     #[arg(short = 'f', long = "filename", env = "VAULT_INJECTOR_MUTATE_FILE")]
     pub file: PathBuf,
     /// Output format.
-    #[arg(short = 'o', long, default_value = "yaml", env = "VAULT_INJECTOR_OUTPUT")]
+    #[arg(
+        short = 'o',
+        long,
+        default_value = "yaml",
+        env = "VAULT_INJECTOR_OUTPUT"
+    )]
     pub output: OutputFormat,
     /// Webhook config file (same as `webhook --config`).
     #[arg(long, env = "VAULT_INJECTOR_CONFIG_FILE")]

@@ -20,7 +20,11 @@ pub struct WebhookArgs {
     #[arg(long, env = "VAULT_INJECTOR_TLS_KEY")]
     pub tls_key: PathBuf,
     /// Plain-HTTP admin address (`/healthz`, `/readyz`, `/metrics`).
-    #[arg(long, default_value = "0.0.0.0:9090", env = "VAULT_INJECTOR_ADMIN_LISTEN")]
+    #[arg(
+        long,
+        default_value = "0.0.0.0:9090",
+        env = "VAULT_INJECTOR_ADMIN_LISTEN"
+    )]
     pub admin_listen: SocketAddr,
     /// Operator config file (YAML). Defaults apply when omitted.
     #[arg(long, env = "VAULT_INJECTOR_CONFIG_FILE")]
