@@ -1,1 +1,635 @@
-//! STUB: filled in by the webhook core work.
+//! Decides what happens to a pod: skip it, or inject what its annotations ask
+//! for. Pure: a function of (pod, request context, operator config).
+//!
+//! Checks that need the pod live here (does `containers` name real
+//! containers, is a role known); the annotation syntax lives in
+//! `annotations`.
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use crate::annotations::{
+    self, EnvRequest, InjectionRequest, Lifecycle, Problem, VolumeRequest, INJECT, PREFIX,
+};
+use crate::config::{
+    auth_mount, AgentAuth, AgentConfig, AuthMethod, EnvSpec, PodIdentity, SecretSpec,
+    WebhookConfig, SECRETS_DIR, STATE_DIR,
+};
+
+/// Names the injector adds to pods; a pod that already uses one for
+/// something else is denied rather than silently clobbered.
+pub const SECRETS_VOLUME: &str = "vault-injector-secrets";
+pub const STATE_VOLUME: &str = "vault-injector-state";
+pub const TOKEN_VOLUME: &str = "vault-injector-token";
+/// The native sidecar, or the classic sidecar.
+pub const AGENT_CONTAINER: &str = "vault-injector-agent";
+/// The classic (run-once) init container.
+pub const INIT_CONTAINER: &str = "vault-injector-init";
+/// Where the agent's own service-account token is projected.
+pub const TOKEN_DIR: &str = "/var/run/secrets/vault-injector";
+pub const TOKEN_PATH: &str = "/var/run/secrets/vault-injector/token";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Annotations(#[from] annotations::Error),
+    #[error("{0}")]
+    Pod(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Facts about the admission request that are not in the pod object.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// The request's namespace (pods in a CREATE often omit it).
+    pub namespace: String,
+}
+
+#[derive(Debug)]
+pub enum Planned {
+    Skip(String),
+    Inject(Box<Plan>),
+    /// An already injected pod seen again (reinvocation) in which other
+    /// webhooks added containers that should see the secrets.
+    Remount(Vec<Target>),
+}
+
+/// A container that gets the secrets mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub init: bool,
+    /// Index in `spec.containers` or `spec.initContainers` of the pod as
+    /// received.
+    pub index: usize,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub lifecycle: Lifecycle,
+    pub native_sidecar: bool,
+    pub targets: Vec<Target>,
+    /// The agent containers are added only when there are files to render.
+    pub needs_agent: bool,
+    pub agent: AgentConfig,
+    pub run_as_user: i64,
+    pub run_as_group: i64,
+    pub role: Option<String>,
+    pub env: Vec<EnvRequest>,
+    pub volumes: Vec<VolumeRequest>,
+    pub pod_name: String,
+}
+
+/// Pod name for logs and audit: the name, or `generateName*`.
+pub fn pod_display_name(pod: &Pod) -> String {
+    match (&pod.metadata.name, &pod.metadata.generate_name) {
+        (Some(n), _) if !n.is_empty() => n.clone(),
+        (_, Some(g)) => format!("{g}*"),
+        _ => String::new(),
+    }
+}
+
+pub fn service_account(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| {
+            s.service_account_name
+                .as_deref()
+                .or(s.service_account.as_deref())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+}
+
+pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Planned> {
+    if is_own_pod(pod, cfg) {
+        return Ok(Planned::Skip("the injector's own pod".into()));
+    }
+    let empty = Default::default();
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    // Decided before full parsing so that `inject: "false"` switches a pod
+    // off even while its other annotations are being fixed.
+    match annotations.get(INJECT).map(|v| annotations::parse_bool(v)) {
+        None => return Ok(Planned::Skip(format!("no {INJECT} annotation"))),
+        Some(Some(false)) => return Ok(Planned::Skip(format!("{INJECT} is false"))),
+        _ => {}
+    }
+    let req = annotations::from_annotations(annotations)?;
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::Pod("the pod has no spec".into()))?;
+
+    if req.is_injected() {
+        let targets = targets(&req, spec, true)?;
+        let missing: Vec<Target> = targets
+            .into_iter()
+            .filter(|t| !has_secrets_mount(container_at(spec, t)))
+            .collect();
+        return Ok(if missing.is_empty() {
+            Planned::Skip("already injected".into())
+        } else {
+            Planned::Remount(missing)
+        });
+    }
+    if let Some(status) = &req.status {
+        return Err(Problem::new(
+            format!("{PREFIX}status"),
+            format!("is written by the webhook, not by users (found {status:?})"),
+        )
+        .into_plan());
+    }
+
+    if req.secrets.is_empty() && req.env.is_empty() && req.volumes.is_empty() {
+        return Err(Problem::new(
+            INJECT,
+            format!(
+                "is true but there is no {PREFIX}secret-NAME, env-VAR or volume-NAME annotation"
+            ),
+        )
+        .into_plan());
+    }
+    check_reserved_names(spec)?;
+    let targets = targets(&req, spec, false)?;
+
+    let method = req.auth_type.unwrap_or(cfg.auth.method);
+    let role = req.role.clone().or_else(|| cfg.auth.role.clone());
+    if role.is_none() && method != AuthMethod::Approle {
+        return Err(Problem::new(
+            format!("{PREFIX}role"),
+            "no Vault role: set this annotation (the webhook config has no default auth.role)",
+        )
+        .into_plan());
+    }
+    let pod_name = pod_display_name(pod);
+    let target_names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let InjectionRequest {
+        auth_path,
+        secrets,
+        env,
+        volumes,
+        agent: lifecycle,
+        reload,
+        ..
+    } = req;
+    let agent = AgentConfig {
+        vault: (&cfg.vault).into(),
+        auth: AgentAuth {
+            method,
+            mount: auth_mount(auth_path.as_deref().unwrap_or(&cfg.auth.path)),
+            role: role.clone().unwrap_or_default(),
+            token_path: TOKEN_PATH.into(),
+            role_id_path: None,
+            secret_id_path: None,
+        },
+        secrets_dir: SECRETS_DIR.into(),
+        state_dir: STATE_DIR.into(),
+        secrets: secrets
+            .into_iter()
+            .map(|s| SecretSpec {
+                name: s.name,
+                path: s.path,
+                file: s.file,
+                mode: s.mode,
+                format: s.format,
+                key: s.key,
+                template: s.template,
+                error_on_missing_key: false,
+                command: None,
+            })
+            .collect(),
+        env: env
+            .iter()
+            .map(|e| EnvSpec {
+                var: e.var.clone(),
+                path: e.path.clone(),
+                key: e.key.clone(),
+                version: e.version,
+                containers: target_names.clone(),
+            })
+            .collect(),
+        refresh_interval_secs: cfg.refresh_interval_secs(),
+        reload,
+        revoke_on_shutdown: cfg.agent.revoke_on_shutdown,
+        log_format: cfg.agent.log_format,
+        pod: PodIdentity {
+            namespace: ctx.namespace.clone(),
+            name: pod_name.clone(),
+            service_account: service_account(pod).to_string(),
+        },
+    };
+    // Files are written by the agent and read by the app: when the pod runs
+    // as a fixed non-root user, the agent runs as that user too so the default
+    // mode 0400 stays readable by the app.
+    let pod_sc = spec.security_context.as_ref();
+    let run_as_user = pod_sc
+        .and_then(|s| s.run_as_user)
+        .filter(|&u| u != 0)
+        .unwrap_or(cfg.agent.run_as_user);
+    let run_as_group = pod_sc
+        .and_then(|s| s.run_as_group)
+        .filter(|&g| g != 0)
+        .unwrap_or(cfg.agent.run_as_group);
+    Ok(Planned::Inject(Box::new(Plan {
+        lifecycle,
+        native_sidecar: cfg.agent.native_sidecar,
+        targets,
+        needs_agent: !agent.secrets.is_empty(),
+        agent,
+        run_as_user,
+        run_as_group,
+        role,
+        env,
+        volumes,
+        pod_name,
+    })))
+}
+
+impl Problem {
+    fn into_plan(self) -> Error {
+        Error::Annotations(self.into())
+    }
+}
+
+fn is_own_pod(pod: &Pod, cfg: &WebhookConfig) -> bool {
+    let want = &cfg.injector.self_labels;
+    if want.is_empty() {
+        return false;
+    }
+    let Some(labels) = &pod.metadata.labels else {
+        return false;
+    };
+    want.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn is_ours(name: &str) -> bool {
+    name == AGENT_CONTAINER || name == INIT_CONTAINER
+}
+
+fn container_at<'a>(spec: &'a k8s_openapi::api::core::v1::PodSpec, t: &Target) -> &'a Container {
+    if t.init {
+        &spec
+            .init_containers
+            .as_ref()
+            .expect("target index from spec")[t.index]
+    } else {
+        &spec.containers[t.index]
+    }
+}
+
+pub fn has_secrets_mount(c: &Container) -> bool {
+    c.volume_mounts
+        .as_ref()
+        .is_some_and(|m| m.iter().any(|m| m.name == SECRETS_VOLUME))
+}
+
+/// Containers that get the secrets mount. Init containers that already exist
+/// run after our agent's first render (we go first), so by default they are
+/// targets too, except with `sidecar-only`, where nothing is rendered before
+/// the app starts.
+fn targets(
+    req: &InjectionRequest,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    reinvoked: bool,
+) -> Result<Vec<Target>> {
+    let inits: &[Container] = spec.init_containers.as_deref().unwrap_or(&[]);
+    let all = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c, false, i))
+        .chain(inits.iter().enumerate().map(|(i, c)| (c, true, i)))
+        .filter(|(c, _, _)| !is_ours(&c.name));
+    let sidecar_only = req.agent == Lifecycle::SidecarOnly;
+    let Some(names) = &req.containers else {
+        return Ok(all
+            .filter(|(_, init, _)| !(*init && sidecar_only))
+            .map(|(c, init, index)| Target {
+                name: c.name.clone(),
+                init,
+                index,
+            })
+            .collect());
+    };
+    let key = format!("{PREFIX}containers");
+    let mut out = Vec::with_capacity(names.len());
+    let mut problems = Vec::new();
+    let all: Vec<_> = all.collect();
+    for name in names {
+        match all.iter().find(|(c, _, _)| &c.name == name) {
+            Some((_, true, _)) if sidecar_only => problems.push(Problem::new(
+                &key,
+                format!(
+                    "init container {name:?} runs before a sidecar-only agent renders anything; \
+                     use agent both or init-only, or leave it out"
+                ),
+            )),
+            Some((c, init, index)) => out.push(Target {
+                name: c.name.clone(),
+                init: *init,
+                index: *index,
+            }),
+            // A container removed by another webhook after injection is not
+            // the user's mistake.
+            None if reinvoked => {}
+            None => {
+                let known: Vec<&str> = all.iter().map(|(c, _, _)| c.name.as_str()).collect();
+                problems.push(Problem::new(
+                    &key,
+                    format!(
+                        "container {name:?} is not in the pod (its containers: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Annotations(annotations::Error { problems }))
+    }
+}
+
+fn check_reserved_names(spec: &k8s_openapi::api::core::v1::PodSpec) -> Result<()> {
+    let clash = |n: &str| {
+        Error::Pod(format!(
+            "the pod already has {n:?}, a name reserved for vault-injector; rename it"
+        ))
+    };
+    for v in spec.volumes.iter().flatten() {
+        if [SECRETS_VOLUME, STATE_VOLUME, TOKEN_VOLUME].contains(&v.name.as_str()) {
+            return Err(clash(&v.name));
+        }
+    }
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        if is_ours(&c.name) {
+            return Err(clash(&c.name));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Test-only pod builders shared by `plan` and `patch` tests.
+    use k8s_openapi::api::core::v1::Pod;
+
+    /// A pod from JSON, so tests read like manifests.
+    pub fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).expect("test pod")
+    }
+
+    /// An opted-in pod with one secret and the given containers.
+    pub fn simple(containers: &[&str]) -> Pod {
+        pod(serde_json::json!({
+            "metadata": {
+                "name": "web",
+                "annotations": {
+                    "vault-injector.io/inject": "true",
+                    "vault-injector.io/role": "web",
+                    "vault-injector.io/secret-db": "secret/data/db",
+                }
+            },
+            "spec": {
+                "containers": containers.iter().map(|n| serde_json::json!({"name": n, "image": "busybox"})).collect::<Vec<_>>()
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            namespace: "shop".into(),
+        }
+    }
+
+    fn with_ann(mut pod: Pod, pairs: &[(&str, &str)]) -> Pod {
+        let a = pod
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        for (k, v) in pairs {
+            a.insert(format!("{PREFIX}{k}"), v.to_string());
+        }
+        pod
+    }
+
+    fn inject(pod: &Pod, cfg: &WebhookConfig) -> Plan {
+        match plan(pod, &ctx(), cfg).unwrap() {
+            Planned::Inject(p) => *p,
+            other => panic!("expected injection, got {other:?}"),
+        }
+    }
+
+    fn deny(pod: &Pod) -> String {
+        plan(pod, &ctx(), &WebhookConfig::default())
+            .expect_err("must be denied")
+            .to_string()
+    }
+
+    #[test]
+    fn skips() {
+        let cfg = WebhookConfig::default();
+        let mut own = simple(&["app"]);
+        own.metadata.labels = Some(
+            [(
+                "app.kubernetes.io/name".to_string(),
+                "vault-injector".to_string(),
+            )]
+            .into(),
+        );
+        let mut none = simple(&["app"]);
+        none.metadata.annotations = None;
+        let cases = [
+            (none, "no vault-injector.io/inject"),
+            (
+                with_ann(simple(&["app"]), &[("inject", "false")]),
+                "is false",
+            ),
+            // Broken annotations do not matter once injection is off.
+            (
+                with_ann(simple(&["app"]), &[("inject", "0"), ("mode-db", "9")]),
+                "is false",
+            ),
+            (own, "own pod"),
+        ];
+        for (pod, want) in cases {
+            match plan(&pod, &ctx(), &cfg).unwrap() {
+                Planned::Skip(r) => assert!(r.contains(want), "{r}"),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn already_injected_is_skipped_unless_a_new_container_lacks_the_mount() {
+        let cfg = WebhookConfig::default();
+        let mut pod = with_ann(simple(&["app"]), &[("status", "injected")]);
+        pod.spec.as_mut().unwrap().containers[0].volume_mounts =
+            Some(vec![k8s_openapi::api::core::v1::VolumeMount {
+                name: SECRETS_VOLUME.into(),
+                mount_path: SECRETS_DIR.into(),
+                ..Default::default()
+            }]);
+        assert!(
+            matches!(plan(&pod, &ctx(), &cfg).unwrap(), Planned::Skip(r) if r == "already injected")
+        );
+        pod.spec.as_mut().unwrap().init_containers = Some(vec![Container {
+            name: "late-init".into(),
+            ..Default::default()
+        }]);
+        match plan(&pod, &ctx(), &cfg).unwrap() {
+            Planned::Remount(t) => assert_eq!(
+                t,
+                vec![Target {
+                    name: "late-init".into(),
+                    init: true,
+                    index: 0
+                }]
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn plan_fills_agent_config() {
+        let mut cfg = WebhookConfig::default();
+        cfg.vault.address = "https://bao.example:8200".into();
+        cfg.auth.path = "auth/k8s".into();
+        let mut pod = with_ann(
+            simple(&["app", "worker"]),
+            &[
+                ("containers", "worker"),
+                ("format-db", "env"),
+                ("mode-db", "0440"),
+                ("env-TOKEN", "kv/api#token"),
+                ("volume-data", "nfs"),
+            ],
+        );
+        pod.spec.as_mut().unwrap().service_account_name = Some("shop-sa".into());
+        let p = inject(&pod, &cfg);
+        assert_eq!(p.targets.len(), 1);
+        assert_eq!(p.targets[0].name, "worker");
+        assert_eq!(p.targets[0].index, 1);
+        assert_eq!(p.agent.vault.address, "https://bao.example:8200");
+        assert_eq!(p.agent.auth.mount, "k8s");
+        assert_eq!(p.agent.auth.role, "web");
+        assert_eq!(p.agent.auth.method, AuthMethod::Kubernetes);
+        assert_eq!(p.agent.secrets.len(), 1);
+        assert_eq!(p.agent.secrets[0].mode, 0o440);
+        assert_eq!(p.agent.env[0].containers, vec!["worker".to_string()]);
+        assert_eq!(p.agent.pod.namespace, "shop");
+        assert_eq!(p.agent.pod.service_account, "shop-sa");
+        assert_eq!(p.volumes[0].profile, "nfs");
+        assert_eq!(p.run_as_user, 65532);
+        assert!(p.needs_agent);
+    }
+
+    #[test]
+    fn default_targets_include_init_containers_except_for_sidecar_only() {
+        let cfg = WebhookConfig::default();
+        let mut pod = simple(&["app"]);
+        pod.spec.as_mut().unwrap().init_containers = Some(vec![Container {
+            name: "migrate".into(),
+            ..Default::default()
+        }]);
+        let names = |p: &Plan| p.targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&inject(&pod, &cfg)), ["app", "migrate"]);
+        let side = with_ann(pod.clone(), &[("agent", "sidecar-only")]);
+        assert_eq!(names(&inject(&side, &cfg)), ["app"]);
+        let named = with_ann(side, &[("containers", "migrate")]);
+        let err = deny(&named);
+        assert!(err.contains("vault-injector.io/containers"), "{err}");
+        assert!(err.contains("sidecar-only"), "{err}");
+    }
+
+    #[test]
+    fn pod_user_is_inherited_by_the_agent() {
+        let mut pod = simple(&["app"]);
+        pod.spec.as_mut().unwrap().security_context =
+            Some(serde_json::from_value(json!({"runAsUser": 1000, "runAsGroup": 0})).unwrap());
+        let p = inject(&pod, &WebhookConfig::default());
+        assert_eq!((p.run_as_user, p.run_as_group), (1000, 65532));
+    }
+
+    #[test]
+    fn pod_level_denials_name_the_annotation() {
+        let mut no_role = simple(&["app"]);
+        no_role
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove("vault-injector.io/role");
+        let mut cfg_role = WebhookConfig::default();
+        cfg_role.auth.role = Some("fallback".into());
+        assert_eq!(inject(&no_role, &cfg_role).agent.auth.role, "fallback");
+        let approle = with_ann(no_role.clone(), &[("auth-type", "approle")]);
+        assert_eq!(
+            inject(&approle, &WebhookConfig::default()).agent.auth.role,
+            ""
+        );
+
+        let cases: Vec<(Pod, &str, &str)> = vec![
+            (no_role, "vault-injector.io/role", "no Vault role"),
+            (
+                with_ann(simple(&["app"]), &[("containers", "app,ghost")]),
+                "vault-injector.io/containers",
+                "\"ghost\" is not in the pod",
+            ),
+            (
+                with_ann(simple(&["app"]), &[("inject", "yes")]),
+                "vault-injector.io/inject",
+                "not a boolean",
+            ),
+            (
+                with_ann(simple(&["app"]), &[("status", "pending")]),
+                "vault-injector.io/status",
+                "written by the webhook",
+            ),
+            (
+                pod(
+                    json!({"metadata": {"annotations": {"vault-injector.io/inject": "true"}},
+                           "spec": {"containers": [{"name": "a"}]}}),
+                ),
+                "vault-injector.io/inject",
+                "no vault-injector.io/secret-NAME",
+            ),
+        ];
+        for (pod, key, needle) in cases {
+            let err = deny(&pod);
+            assert!(err.contains(key), "{err}");
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn reserved_names_are_refused() {
+        let mut pod = simple(&["app"]);
+        pod.spec.as_mut().unwrap().volumes = Some(vec![k8s_openapi::api::core::v1::Volume {
+            name: SECRETS_VOLUME.into(),
+            ..Default::default()
+        }]);
+        assert!(deny(&pod).contains("reserved"));
+        let pod = simple(&["app", AGENT_CONTAINER]);
+        assert!(deny(&pod).contains("reserved"));
+    }
+
+    #[test]
+    fn names_for_audit() {
+        let p = pod(json!({"metadata": {"generateName": "web-7d9-"}, "spec": {"containers": []}}));
+        assert_eq!(pod_display_name(&p), "web-7d9-*");
+        assert_eq!(service_account(&p), "default");
+    }
+}
