@@ -1,1 +1,575 @@
-//! STUB: filled in by the webhook core work.
+//! A [`Plan`] -> an RFC 6902 JSON patch against the pod as received.
+//!
+//! Built from typed operations and pointers made with
+//! `PointerBuf::from_tokens` (which escapes `/` and `~`), never from strings.
+//! Arrays and maps that are missing are added whole; existing ones are
+//! appended to, so the patch is right for any pod shape. Operations that
+//! address existing init containers by index come before the agent is
+//! inserted at the front, because that insertion shifts the indices.
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Pod, PodSpec, Probe,
+    ProjectedVolumeSource, SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume,
+    VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde_json::Value;
+
+use crate::annotations::{Lifecycle, STATUS, STATUS_INJECTED};
+use crate::config::{AuthMethod, WebhookConfig, AGENT_CONFIG_ENV, SECRETS_DIR, STATE_DIR};
+use crate::plan::{
+    Plan, Target, AGENT_CONTAINER, INIT_CONTAINER, SECRETS_VOLUME, STATE_VOLUME, TOKEN_DIR,
+    TOKEN_VOLUME,
+};
+
+/// How long the startup probe of the native sidecar waits for the first
+/// render (seconds, at one probe per second).
+pub const STARTUP_PROBE_SECONDS: i32 = 120;
+/// Lifetime of the agent's projected service-account token.
+pub const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+
+/// The patch that injects `plan` into `pod`.
+pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
+    let empty = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&empty);
+    let mut ops = Vec::with_capacity(8 + plan.targets.len());
+
+    if plan.needs_agent {
+        let mut volumes = vec![
+            memory_volume(SECRETS_VOLUME, &cfg.agent.secrets_volume_size),
+            memory_volume(STATE_VOLUME, &cfg.agent.state_volume_size),
+        ];
+        if uses_token(plan) {
+            volumes.push(token_volume());
+        }
+        add_all(
+            &mut ops,
+            &["spec", "volumes"],
+            spec.volumes.is_some(),
+            volumes.into_iter().map(to_value),
+        );
+        mounts(&mut ops, spec, &plan.targets);
+
+        let config = plan.agent.to_json();
+        let agent = |name: &str, mode: &str, native: bool, probe: bool| {
+            agent_container(name, mode, native, probe, &config, plan, cfg)
+        };
+        let native = plan.native_sidecar;
+        let (init, sidecar) = match (plan.lifecycle, native) {
+            (Lifecycle::Both, true) => (Some(agent(AGENT_CONTAINER, "sidecar", true, true)), None),
+            (Lifecycle::Both, false) => (
+                Some(agent(INIT_CONTAINER, "init", false, false)),
+                Some(agent(AGENT_CONTAINER, "sidecar", false, false)),
+            ),
+            (Lifecycle::InitOnly, _) => (Some(agent(INIT_CONTAINER, "init", false, false)), None),
+            // Nothing waits for a sidecar-only agent, so no startup probe.
+            (Lifecycle::SidecarOnly, true) => {
+                (Some(agent(AGENT_CONTAINER, "sidecar", true, false)), None)
+            }
+            (Lifecycle::SidecarOnly, false) => {
+                (None, Some(agent(AGENT_CONTAINER, "sidecar", false, false)))
+            }
+        };
+        if let Some(init) = init {
+            // First, so that every other init container and app container
+            // starts with the secrets already rendered.
+            if spec.init_containers.is_some() {
+                ops.push(add(
+                    PointerBuf::from_tokens(["spec", "initContainers", "0"]),
+                    to_value(init),
+                ));
+            } else {
+                ops.push(add(
+                    PointerBuf::from_tokens(["spec", "initContainers"]),
+                    Value::Array(vec![to_value(init)]),
+                ));
+            }
+        }
+        if let Some(sidecar) = sidecar {
+            ops.push(add(
+                PointerBuf::from_tokens(["spec", "containers", "-"]),
+                to_value(sidecar),
+            ));
+        }
+    }
+
+    status_annotation(&mut ops, pod);
+    Patch(ops)
+}
+
+/// The patch for a pod seen again after injection: mount the secrets into
+/// containers other webhooks added since.
+pub fn build_remount(pod: &Pod, targets: &[Target]) -> Patch {
+    let empty = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&empty);
+    let mut ops = Vec::with_capacity(targets.len());
+    mounts(&mut ops, spec, targets);
+    Patch(ops)
+}
+
+fn uses_token(plan: &Plan) -> bool {
+    plan.agent.auth.method != AuthMethod::Approle
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Value {
+    serde_json::to_value(v).expect("Kubernetes types serialize")
+}
+
+/// Appends `items` to the array at `parent`, creating it when absent.
+fn add_all(
+    ops: &mut Vec<PatchOperation>,
+    parent: &[&str],
+    exists: bool,
+    items: impl Iterator<Item = Value>,
+) {
+    if exists {
+        for item in items {
+            let mut p = PointerBuf::from_tokens(parent.iter().copied());
+            p.push_back("-");
+            ops.push(add(p, item));
+        }
+    } else {
+        ops.push(add(
+            PointerBuf::from_tokens(parent.iter().copied()),
+            Value::Array(items.collect()),
+        ));
+    }
+}
+
+fn mounts(ops: &mut Vec<PatchOperation>, spec: &PodSpec, targets: &[Target]) {
+    let mount = to_value(VolumeMount {
+        name: SECRETS_VOLUME.into(),
+        mount_path: SECRETS_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    for t in targets {
+        let (list, container) = if t.init {
+            (
+                "initContainers",
+                spec.init_containers.as_ref().and_then(|c| c.get(t.index)),
+            )
+        } else {
+            ("containers", spec.containers.get(t.index))
+        };
+        let exists = container.is_some_and(|c| c.volume_mounts.is_some());
+        let index = t.index.to_string();
+        add_all(
+            ops,
+            &["spec", list, &index, "volumeMounts"],
+            exists,
+            std::iter::once(mount.clone()),
+        );
+    }
+}
+
+fn status_annotation(ops: &mut Vec<PatchOperation>, pod: &Pod) {
+    if pod.metadata.annotations.is_some() {
+        ops.push(add(
+            PointerBuf::from_tokens(["metadata", "annotations", STATUS]),
+            Value::String(STATUS_INJECTED.into()),
+        ));
+    } else {
+        ops.push(add(
+            PointerBuf::from_tokens(["metadata", "annotations"]),
+            serde_json::json!({ STATUS: STATUS_INJECTED }),
+        ));
+    }
+}
+
+fn memory_volume(name: &str, size: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(Quantity(size.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The agent gets its own short-lived token rather than relying on the
+/// default service-account mount: that mount is absent when the pod sets
+/// `automountServiceAccountToken: false`, and it is added by an admission
+/// plugin that runs before webhooks, so it never reaches containers we add.
+fn token_volume() -> Volume {
+    Volume {
+        name: TOKEN_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    path: "token".into(),
+                    expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
+                    audience: None,
+                }),
+                ..Default::default()
+            }]),
+            default_mode: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn agent_container(
+    name: &str,
+    mode: &str,
+    native: bool,
+    startup_probe: bool,
+    config: &str,
+    plan: &Plan,
+    cfg: &WebhookConfig,
+) -> Container {
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: SECRETS_VOLUME.into(),
+            mount_path: SECRETS_DIR.into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: STATE_VOLUME.into(),
+            mount_path: STATE_DIR.into(),
+            ..Default::default()
+        },
+    ];
+    if uses_token(plan) {
+        volume_mounts.push(VolumeMount {
+            name: TOKEN_VOLUME.into(),
+            mount_path: TOKEN_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    Container {
+        name: name.into(),
+        image: Some(cfg.agent.image.clone()),
+        image_pull_policy: Some(cfg.agent.image_pull_policy.clone()),
+        command: Some(vec!["vault-injector".into()]),
+        args: Some(vec!["agent".into(), "--mode".into(), mode.into()]),
+        env: Some(vec![EnvVar {
+            name: AGENT_CONFIG_ENV.into(),
+            value: Some(config.into()),
+            value_from: None,
+        }]),
+        resources: Some(cfg.agent.resources.clone()),
+        restart_policy: native.then(|| "Always".into()),
+        startup_probe: startup_probe.then(|| Probe {
+            exec: Some(ExecAction {
+                command: Some(vec!["vault-injector".into(), "probe".into()]),
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(STARTUP_PROBE_SECONDS),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(plan.run_as_user),
+            run_as_group: Some(plan.run_as_group),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(volume_mounts),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fixtures::*;
+    use crate::plan::{plan, Planned, RequestContext};
+    use serde_json::json;
+
+    fn injected(pod: &Pod, cfg: &WebhookConfig) -> Pod {
+        let p = match plan(pod, &RequestContext::default(), cfg).unwrap() {
+            Planned::Inject(p) => p,
+            other => panic!("{other:?}"),
+        };
+        let patch = build(pod, &p, cfg);
+        apply(pod, &patch)
+    }
+
+    fn apply(pod: &Pod, patch: &Patch) -> Pod {
+        let mut doc = serde_json::to_value(pod).unwrap();
+        json_patch::patch(&mut doc, patch).unwrap_or_else(|e| panic!("{e}: {patch:?}"));
+        serde_json::from_value(doc).unwrap()
+    }
+
+    fn names(cs: &Option<Vec<Container>>) -> Vec<String> {
+        cs.iter().flatten().map(|c| c.name.clone()).collect()
+    }
+
+    fn mount_names(c: &Container) -> Vec<String> {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn bare_pod_gets_every_array_created() {
+        let pod = pod(json!({
+            "metadata": {"name": "p", "annotations": {
+                "vault-injector.io/inject": "true", "vault-injector.io/role": "r",
+                "vault-injector.io/secret-db": "kv/db"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}
+        }));
+        let out = injected(&pod, &WebhookConfig::default());
+        let spec = out.spec.unwrap();
+        let vols: Vec<_> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(vols, [SECRETS_VOLUME, STATE_VOLUME, TOKEN_VOLUME]);
+        let secrets = &spec.volumes.as_ref().unwrap()[0];
+        let ed = secrets.empty_dir.as_ref().unwrap();
+        assert_eq!(ed.medium.as_deref(), Some("Memory"));
+        assert_eq!(ed.size_limit, Some(Quantity("16Mi".into())));
+        // Native layout: one init container, first, restartPolicy Always.
+        assert_eq!(names(&spec.init_containers), [AGENT_CONTAINER]);
+        let agent = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(agent.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            agent.args.as_ref().unwrap(),
+            &["agent", "--mode", "sidecar"]
+        );
+        let probe = agent.startup_probe.as_ref().unwrap();
+        assert_eq!(
+            probe.exec.as_ref().unwrap().command.as_ref().unwrap(),
+            &["vault-injector", "probe"]
+        );
+        assert_eq!(probe.period_seconds, Some(1));
+        let sc = agent.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+            &["ALL"]
+        );
+        assert_eq!(
+            mount_names(agent),
+            [SECRETS_VOLUME, STATE_VOLUME, TOKEN_VOLUME]
+        );
+        let env = &agent.env.as_ref().unwrap()[0];
+        assert_eq!(env.name, AGENT_CONFIG_ENV);
+        let cfg = crate::config::AgentConfig::from_json(env.value.as_ref().unwrap()).unwrap();
+        assert_eq!(cfg.secrets[0].path, "kv/db");
+        assert_eq!(cfg.auth.token_path, crate::plan::TOKEN_PATH);
+        // The app sees the secrets read-only and never the agent's state.
+        let app = &spec.containers[0];
+        assert_eq!(mount_names(app), [SECRETS_VOLUME]);
+        assert_eq!(app.volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
+        assert_eq!(out.metadata.annotations.unwrap()[STATUS], STATUS_INJECTED);
+    }
+
+    #[test]
+    fn existing_arrays_are_appended_to_and_indices_stay_right() {
+        let pod = pod(json!({
+            "metadata": {"name": "p", "annotations": {
+                "vault-injector.io/inject": "true", "vault-injector.io/role": "r",
+                "vault-injector.io/secret-db": "kv/db",
+                "vault-injector.io/containers": "web,migrate"}},
+            "spec": {
+                "securityContext": {"runAsNonRoot": true, "fsGroup": 2000},
+                "volumes": [{"name": "cache", "emptyDir": {}}],
+                "initContainers": [
+                    {"name": "setup", "image": "x"},
+                    {"name": "migrate", "image": "x", "volumeMounts": [{"name": "cache", "mountPath": "/c"}]}
+                ],
+                "containers": [
+                    {"name": "sidecar", "image": "x", "volumeMounts": [{"name": "cache", "mountPath": "/c"}]},
+                    {"name": "web", "image": "x"}
+                ]
+            }
+        }));
+        let out = injected(&pod, &WebhookConfig::default());
+        let spec = out.spec.unwrap();
+        let vols: Vec<_> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(vols, ["cache", SECRETS_VOLUME, STATE_VOLUME, TOKEN_VOLUME]);
+        assert_eq!(
+            names(&spec.init_containers),
+            [AGENT_CONTAINER, "setup", "migrate"]
+        );
+        let inits = spec.init_containers.as_ref().unwrap();
+        assert_eq!(mount_names(&inits[1]), Vec::<String>::new());
+        assert_eq!(mount_names(&inits[2]), ["cache", SECRETS_VOLUME]);
+        assert_eq!(mount_names(&spec.containers[0]), ["cache"]);
+        assert_eq!(mount_names(&spec.containers[1]), [SECRETS_VOLUME]);
+        // The pod's own security context is left alone.
+        let psc = spec.security_context.unwrap();
+        assert_eq!(psc.fs_group, Some(2000));
+    }
+
+    #[test]
+    fn classic_layout_and_lifecycles() {
+        let mut classic = WebhookConfig::default();
+        classic.agent.native_sidecar = false;
+        let native = WebhookConfig::default();
+        let with_agent = |agent: &str| {
+            let mut p = simple(&["app"]);
+            p.metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert("vault-injector.io/agent".into(), agent.into());
+            p
+        };
+        // (lifecycle, config, init containers, containers, init restartPolicy)
+        let cases: [(&str, &WebhookConfig, &[&str], &[&str], Option<&str>); 6] = [
+            (
+                "both",
+                &native,
+                &[AGENT_CONTAINER],
+                &["app"],
+                Some("Always"),
+            ),
+            (
+                "both",
+                &classic,
+                &[INIT_CONTAINER],
+                &["app", AGENT_CONTAINER],
+                None,
+            ),
+            ("init-only", &native, &[INIT_CONTAINER], &["app"], None),
+            ("init-only", &classic, &[INIT_CONTAINER], &["app"], None),
+            (
+                "sidecar-only",
+                &native,
+                &[AGENT_CONTAINER],
+                &["app"],
+                Some("Always"),
+            ),
+            (
+                "sidecar-only",
+                &classic,
+                &[],
+                &["app", AGENT_CONTAINER],
+                None,
+            ),
+        ];
+        for (lifecycle, cfg, inits, containers, restart) in cases {
+            let out = injected(&with_agent(lifecycle), cfg).spec.unwrap();
+            assert_eq!(names(&out.init_containers), inits, "{lifecycle}");
+            assert_eq!(
+                names(&Some(out.containers.clone())),
+                containers,
+                "{lifecycle}"
+            );
+            if let Some(init) = out.init_containers.as_ref().and_then(|c| c.first()) {
+                assert_eq!(init.restart_policy.as_deref(), restart, "{lifecycle}");
+                let mode = &init.args.as_ref().unwrap()[2];
+                assert_eq!(mode, if restart.is_some() { "sidecar" } else { "init" });
+                // Only the native sidecar of `both` gates the app on a render.
+                assert_eq!(
+                    init.startup_probe.is_some(),
+                    lifecycle == "both" && restart.is_some(),
+                    "{lifecycle}"
+                );
+            }
+            if let Some(side) = out.containers.iter().find(|c| c.name == AGENT_CONTAINER) {
+                assert_eq!(side.args.as_ref().unwrap()[2], "sidecar");
+                assert_eq!(side.restart_policy, None);
+            }
+        }
+    }
+
+    #[test]
+    fn annotation_keys_are_escaped() {
+        let mut pod = simple(&["app"]);
+        // A pod with no annotations map cannot opt in, but the builder must
+        // still create the map rather than add into a missing parent.
+        let p = match plan(&pod, &RequestContext::default(), &WebhookConfig::default()).unwrap() {
+            Planned::Inject(p) => p,
+            other => panic!("{other:?}"),
+        };
+        let ops = build(&pod, &p, &WebhookConfig::default()).0;
+        let last = serde_json::to_value(ops.last().unwrap()).unwrap();
+        assert_eq!(
+            last["path"],
+            "/metadata/annotations/vault-injector.io~1status"
+        );
+        pod.metadata.annotations = None;
+        let ops = build(&pod, &p, &WebhookConfig::default()).0;
+        let last = serde_json::to_value(ops.last().unwrap()).unwrap();
+        assert_eq!(last["path"], "/metadata/annotations");
+        assert_eq!(last["value"][STATUS], STATUS_INJECTED);
+        assert_eq!(
+            PointerBuf::from_tokens(["a", "x~y/z"]).as_str(),
+            "/a/x~0y~1z"
+        );
+    }
+
+    #[test]
+    fn approle_gets_no_token_volume_and_remount_only_mounts() {
+        let mut pod = simple(&["app"]);
+        pod.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("vault-injector.io/auth-type".into(), "approle".into());
+        let out = injected(&pod, &WebhookConfig::default()).spec.unwrap();
+        assert!(!out.volumes.iter().flatten().any(|v| v.name == TOKEN_VOLUME));
+
+        let late = Pod {
+            spec: Some(PodSpec {
+                init_containers: Some(vec![Container {
+                    name: "late".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let patch = build_remount(
+            &late,
+            &[Target {
+                name: "late".into(),
+                init: true,
+                index: 0,
+            }],
+        );
+        let out = apply(&late, &patch);
+        assert_eq!(
+            mount_names(&out.spec.unwrap().init_containers.unwrap()[0]),
+            [SECRETS_VOLUME]
+        );
+    }
+
+    #[test]
+    fn env_only_pods_get_no_agent() {
+        let pod = pod(json!({
+            "metadata": {"name": "p", "annotations": {
+                "vault-injector.io/inject": "true", "vault-injector.io/role": "r",
+                "vault-injector.io/env-DB_PASS": "kv/db#password"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}
+        }));
+        let out = injected(&pod, &WebhookConfig::default());
+        let spec = out.spec.unwrap();
+        assert!(spec.init_containers.is_none());
+        assert!(spec.volumes.is_none());
+        assert_eq!(out.metadata.annotations.unwrap()[STATUS], STATUS_INJECTED);
+    }
+}
