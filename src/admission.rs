@@ -1,17 +1,22 @@
 //! AdmissionReview in, AdmissionReview out: the one place where a business
-//! error becomes a denial. The HTTP server (`server`) and the `mutate` command
-//! both go through here.
+//! error becomes a denial. The HTTP server (`server`) calls [`Injector`];
+//! the `mutate` command calls [`mutate_pod`], the same core.
 //!
-//! STUB: the interface below is the contract with `server`; the core helper
-//! fills in annotation parsing, planning and patching.
+//! Nothing here has side effects (no Vault, no Kubernetes API), so dry-run
+//! requests are answered exactly like real ones.
 
 use std::sync::Arc;
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use kube::core::DynamicObject;
+use json_patch::Patch;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::{DynamicObject, TypeMeta};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use crate::audit::{AdmissionAudit, Decision};
+use crate::audit::{AdmissionAudit, AuditSecret, Decision};
 use crate::config::WebhookConfig;
+use crate::plan::{self, Planned, RequestContext};
 
 /// A body that is not a usable AdmissionReview. The server answers 400 with
 /// the message; nothing else happens.
@@ -22,6 +27,30 @@ pub enum BadReview {
     #[error("AdmissionReview has no request")]
     NoRequest,
 }
+
+/// Why a pod is not admitted as is.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pod asks for something invalid: the user's to fix.
+    #[error(transparent)]
+    Plan(#[from] plan::Error),
+    /// The object is not a pod we can read.
+    #[error("the object is not a valid Pod: {0}")]
+    NotAPod(serde_json::Error),
+    #[error("the request carries no object")]
+    NoObject,
+}
+
+impl Error {
+    fn decision(&self) -> Decision {
+        match self {
+            Error::Plan(_) => Decision::Denied,
+            Error::NotAPod(_) | Error::NoObject => Decision::Error,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The serialized response review plus its audit record (the server fills in
 /// `latency_ms` and emits it).
@@ -49,14 +78,330 @@ impl Injector {
         let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
         let req: AdmissionRequest<DynamicObject> =
             review.try_into().map_err(|_| BadReview::NoRequest)?;
+        let types = req.types.clone();
+        let (resp, audit) = self.decide(req);
+        let body = encode_review(&types, &resp)?;
+        Ok(Reviewed { body, audit })
+    }
+
+    fn decide(
+        &self,
+        mut req: AdmissionRequest<DynamicObject>,
+    ) -> (AdmissionResponse, AdmissionAudit) {
         let resp = AdmissionResponse::from(&req);
-        let audit = AdmissionAudit {
-            uid: req.uid.clone(),
-            decision: Decision::Skipped,
-            reason: "not implemented".into(),
+        let mut audit = AdmissionAudit {
+            uid: std::mem::take(&mut req.uid),
+            namespace: req.namespace.take().unwrap_or_default(),
+            pod: std::mem::take(&mut req.name),
+            user: std::mem::take(&mut req.user_info.username).unwrap_or_default(),
+            operation: operation_str(&req.operation).into(),
+            dry_run: req.dry_run,
             ..Default::default()
         };
-        let body = serde_json::to_vec(&resp.into_review())?;
-        Ok(Reviewed { body, audit })
+        let is_pod = req.kind.group.is_empty() && req.kind.kind == "Pod";
+        if !is_pod || req.operation != Operation::Create || req.sub_resource.is_some() {
+            audit.decision = Decision::Skipped;
+            audit.reason = format!("not a pod CREATE ({} {})", audit.operation, req.kind.kind);
+            return (resp, audit);
+        }
+        let result = req
+            .object
+            .take()
+            .ok_or(Error::NoObject)
+            .and_then(pod_from_dynamic)
+            .and_then(|pod| mutate_pod(&pod, &self.config, &mut audit));
+        // The one place a business error becomes a denial.
+        let resp = match result {
+            Ok(None) => resp,
+            Ok(Some(patch)) => match resp.clone().with_patch(patch) {
+                Ok(r) => {
+                    audit.patch_digest = r.patch.as_deref().map(|p| hex::encode(Sha256::digest(p)));
+                    r
+                }
+                Err(e) => {
+                    audit.decision = Decision::Error;
+                    audit.reason = format!("cannot serialize the patch: {e}");
+                    resp.deny(&audit.reason)
+                }
+            },
+            Err(e) => {
+                audit.decision = e.decision();
+                audit.reason = e.to_string();
+                resp.deny(&audit.reason)
+            }
+        };
+        (resp, audit)
+    }
+}
+
+/// kube's `AdmissionResponse` serializes its patch bytes as a JSON array of
+/// numbers; the API server's canonical form for `[]byte` is a base64 string,
+/// which is also a third of the size. Everything else is taken as is.
+fn encode_review(types: &TypeMeta, resp: &AdmissionResponse) -> serde_json::Result<Vec<u8>> {
+    use base64::Engine;
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Out<'a> {
+        api_version: &'a str,
+        kind: &'a str,
+        response: Response<'a>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Response<'a> {
+        uid: &'a str,
+        allowed: bool,
+        status: &'a kube::core::Status,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch_type: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        warnings: Option<&'a Vec<String>>,
+    }
+    let patch = resp
+        .patch
+        .as_deref()
+        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    serde_json::to_vec(&Out {
+        api_version: if types.api_version.is_empty() {
+            "admission.k8s.io/v1"
+        } else {
+            &types.api_version
+        },
+        kind: "AdmissionReview",
+        response: Response {
+            uid: &resp.uid,
+            allowed: resp.allowed,
+            status: &resp.result,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: resp.warnings.as_ref(),
+        },
+    })
+}
+
+fn operation_str(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// Reads a Pod out of the untyped admission object without re-serializing
+/// the whole thing: metadata is already typed, only the spec is converted.
+pub fn pod_from_dynamic(obj: DynamicObject) -> Result<Pod> {
+    let DynamicObject { metadata, data, .. } = obj;
+    let spec = match data {
+        serde_json::Value::Object(mut map) => match map.remove("spec") {
+            Some(spec) => Some(serde_json::from_value::<PodSpec>(spec).map_err(Error::NotAPod)?),
+            None => None,
+        },
+        _ => None,
+    };
+    Ok(Pod {
+        metadata,
+        spec,
+        status: None,
+    })
+}
+
+/// Plans and patches one pod, filling the audit record as facts become
+/// known. `Ok(None)`: admit unchanged. Shared by the webhook and `mutate`.
+pub fn mutate_pod(
+    pod: &Pod,
+    cfg: &WebhookConfig,
+    audit: &mut AdmissionAudit,
+) -> Result<Option<Patch>> {
+    if audit.namespace.is_empty() {
+        audit.namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    }
+    let name = plan::pod_display_name(pod);
+    if !name.is_empty() {
+        audit.pod = name;
+    }
+    audit.service_account = plan::service_account(pod).to_string();
+    let ctx = RequestContext {
+        namespace: audit.namespace.clone(),
+    };
+    match plan::plan(pod, &ctx, cfg)? {
+        Planned::Skip(reason) => {
+            audit.decision = Decision::Skipped;
+            audit.reason = reason;
+            Ok(None)
+        }
+        Planned::Remount(targets) => {
+            audit.decision = Decision::Injected;
+            audit.containers = targets.iter().map(|t| t.name.clone()).collect();
+            audit.reason = format!(
+                "already injected; mounted the secrets into containers added since: {}",
+                audit.containers.join(", ")
+            );
+            Ok(Some(crate::patch::build_remount(pod, &targets)))
+        }
+        Planned::Inject(p) => {
+            let patch = crate::patch::build(pod, &p, cfg);
+            audit.decision = Decision::Injected;
+            audit.role = p.role.clone();
+            audit.secrets = p
+                .agent
+                .secrets
+                .iter()
+                .map(|s| AuditSecret {
+                    name: s.name.clone(),
+                    path: s.path.clone(),
+                })
+                .collect();
+            audit.env_vars = p.env.iter().map(|e| e.var.clone()).collect();
+            audit.volume_profiles = p.volumes.iter().map(|v| v.profile.clone()).collect();
+            audit.containers = p.targets.iter().map(|t| t.name.clone()).collect();
+            audit.reason = format!(
+                "{} secret(s), {} env var(s), {} volume(s); agent {}{}",
+                audit.secrets.len(),
+                audit.env_vars.len(),
+                audit.volume_profiles.len(),
+                p.lifecycle.as_str(),
+                if p.native_sidecar {
+                    " (native sidecar)"
+                } else {
+                    " (classic)"
+                }
+            );
+            Ok(Some(patch))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn review(request: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": request,
+        }))
+        .unwrap()
+    }
+
+    fn pod_request(pod: Value) -> Value {
+        json!({
+            "uid": "u-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": pod,
+            "dryRun": true,
+        })
+    }
+
+    async fn run(body: &[u8]) -> (Value, AdmissionAudit) {
+        let inj = Injector::new(Arc::new(WebhookConfig::default()));
+        let r = inj.review(body).await.unwrap();
+        (serde_json::from_slice(&r.body).unwrap(), r.audit)
+    }
+
+    #[tokio::test]
+    async fn not_a_review_is_bad() {
+        let inj = Injector::new(Arc::new(WebhookConfig::default()));
+        assert!(matches!(inj.review(b"{").await, Err(BadReview::Json(_))));
+        assert!(matches!(inj.review(b"[1]").await, Err(BadReview::Json(_))));
+        let no_req = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
+        assert!(matches!(
+            inj.review(no_req).await,
+            Err(BadReview::NoRequest)
+        ));
+    }
+
+    #[tokio::test]
+    async fn injected_pod_gets_a_base64_patch_and_full_audit() {
+        let body = review(pod_request(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "web-", "annotations": {
+                "vault-injector.io/inject": "true",
+                "vault-injector.io/role": "web",
+                "vault-injector.io/secret-db": "secret/data/db",
+                "vault-injector.io/env-TOKEN": "secret/data/api#token"}},
+            "spec": {"serviceAccountName": "web-sa", "containers": [{"name": "app", "image": "x"}]}
+        })));
+        let (v, audit) = run(&body).await;
+        let resp = &v["response"];
+        assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(resp["uid"], "u-1");
+        assert_eq!(resp["allowed"], true);
+        assert_eq!(resp["patchType"], "JSONPatch");
+        use base64::Engine;
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(resp["patch"].as_str().expect("patch is a base64 string"))
+            .unwrap();
+        let _: Patch = serde_json::from_slice(&patch).unwrap();
+        assert_eq!(
+            audit.patch_digest.as_deref(),
+            Some(hex::encode(Sha256::digest(&patch)).as_str())
+        );
+        assert_eq!(audit.decision, Decision::Injected);
+        assert_eq!(audit.uid, "u-1");
+        assert_eq!(audit.namespace, "shop");
+        assert_eq!(audit.pod, "web-*");
+        assert_eq!(audit.service_account, "web-sa");
+        assert_eq!(audit.user, "alice");
+        assert_eq!(audit.operation, "CREATE");
+        assert!(audit.dry_run);
+        assert_eq!(audit.role.as_deref(), Some("web"));
+        assert_eq!(audit.secrets[0].path, "secret/data/db");
+        assert_eq!(audit.env_vars, ["TOKEN"]);
+        assert_eq!(audit.containers, ["app"]);
+    }
+
+    #[tokio::test]
+    async fn invalid_annotations_are_denied_with_the_annotation_named() {
+        let body = review(pod_request(json!({
+            "metadata": {"name": "p", "annotations": {
+                "vault-injector.io/inject": "true",
+                "vault-injector.io/role": "web",
+                "vault-injector.io/secret-db": "kv/db",
+                "vault-injector.io/file-db": "../../etc/shadow"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}
+        })));
+        let (v, audit) = run(&body).await;
+        assert_eq!(v["response"]["allowed"], false);
+        let msg = v["response"]["status"]["message"].as_str().unwrap();
+        assert!(msg.contains("vault-injector.io/file-db"), "{msg}");
+        assert_eq!(audit.decision, Decision::Denied);
+        assert_eq!(audit.reason, msg);
+        assert!(v["response"].get("patch").is_none());
+    }
+
+    #[tokio::test]
+    async fn other_requests_pass_untouched() {
+        let mut upd = pod_request(json!({"metadata": {"name": "p"}, "spec": {"containers": []}}));
+        upd["operation"] = "UPDATE".into();
+        let (v, audit) = run(&review(upd)).await;
+        assert_eq!(v["response"]["allowed"], true);
+        assert!(v["response"].get("patch").is_none());
+        assert_eq!(audit.decision, Decision::Skipped);
+
+        let mut svc = pod_request(json!({"metadata": {"name": "s"}, "spec": {}}));
+        svc["kind"] = json!({"group": "", "version": "v1", "kind": "Service"});
+        let (v, audit) = run(&review(svc)).await;
+        assert_eq!(v["response"]["allowed"], true);
+        assert_eq!(audit.decision, Decision::Skipped);
+    }
+
+    #[tokio::test]
+    async fn unreadable_pod_is_denied_as_error() {
+        let body = review(pod_request(json!({
+            "metadata": {"name": "p"}, "spec": {"containers": "not-a-list"}
+        })));
+        let (v, audit) = run(&body).await;
+        assert_eq!(v["response"]["allowed"], false);
+        assert_eq!(audit.decision, Decision::Error);
+        assert!(audit.reason.contains("not a valid Pod"), "{}", audit.reason);
     }
 }

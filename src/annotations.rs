@@ -821,7 +821,8 @@ mod tests {
     /// (annotations, annotation that must be named, text the message must hold)
     #[test]
     fn rejections_name_the_annotation() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
             (&[("inject", "yes")], "inject", "not a boolean"),
             (
                 &[("inject", "true"), ("bogus", "1")],

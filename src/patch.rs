@@ -438,7 +438,14 @@ mod tests {
             p
         };
         // (lifecycle, config, init containers, containers, init restartPolicy)
-        let cases: [(&str, &WebhookConfig, &[&str], &[&str], Option<&str>); 6] = [
+        type Case<'a> = (
+            &'a str,
+            &'a WebhookConfig,
+            &'a [&'a str],
+            &'a [&'a str],
+            Option<&'a str>,
+        );
+        let cases: [Case; 6] = [
             (
                 "both",
                 &native,
