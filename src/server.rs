@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -268,7 +268,12 @@ impl Webhook {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > inner.max_body as u64) {
+        let expects_continue = req
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue && declared.is_some_and(|n| n > inner.max_body as u64) {
+            // The client waits for our go-ahead: refuse without reading.
             return too_large();
         }
 
@@ -276,15 +281,10 @@ impl Webhook {
         let Ok(_permit) = inner.limit.acquire().await else {
             return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
         };
-        // Limited stops reading at the limit, so a body without a length (or
-        // lying about it) cannot make us buffer more than max_body.
-        let body = match Limited::new(req.into_body(), inner.max_body)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-            Err(e) => {
+        let body = match read_body(req.into_body(), inner.max_body).await {
+            Ok(body) => body,
+            Err(ReadError::TooLarge) => return too_large(),
+            Err(ReadError::Body(e)) => {
                 return reply(
                     StatusCode::BAD_REQUEST,
                     format!("reading the request body failed: {e}"),
@@ -329,6 +329,46 @@ impl Webhook {
         );
         resp
     }
+}
+
+enum ReadError {
+    TooLarge,
+    Body(BoxError),
+}
+
+/// Past the limit the rest of a body is read and thrown away (up to this
+/// much more), so the client, still sending, reads our 413 instead of a
+/// reset connection. Memory stays bounded by the limit either way.
+const DISCARD_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Reads at most `max` bytes of body into memory, enforced while reading
+/// (a missing or false Content-Length changes nothing).
+async fn read_body<B>(body: B, max: usize) -> Result<Bytes, ReadError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buf = bytes::BytesMut::new();
+    let mut discarded = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if discarded == 0 && buf.len() + data.len() <= max {
+            buf.extend_from_slice(&data);
+            continue;
+        }
+        discarded += data.len();
+        if discarded > DISCARD_LIMIT {
+            break;
+        }
+    }
+    if discarded > 0 {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(buf.freeze())
 }
 
 impl<B> tower::Service<Request<B>> for Webhook

@@ -15,7 +15,9 @@ use std::time::Duration;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 
@@ -109,6 +111,7 @@ pub struct CertStore {
     paths: TlsPaths,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
+    sessions: Arc<Sessions>,
     /// Digest of the last pair looked at, good or bad, so a bad pair is
     /// reported once rather than on every poll.
     seen: RwLock<[u8; 32]>,
@@ -132,6 +135,7 @@ impl CertStore {
             paths,
             provider,
             current: RwLock::new(loaded.key),
+            sessions: Arc::new(Sessions::new()),
             seen: RwLock::new(loaded.digest),
         }))
     }
@@ -167,6 +171,7 @@ impl CertStore {
         }
         let new = Arc::new(parse(&self.paths, &cert, &key, &self.provider)?);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = new;
+        self.sessions.clear();
         Ok(true)
     }
 
@@ -178,6 +183,7 @@ impl CertStore {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        cfg.session_storage = self.sessions.clone();
         Ok(cfg)
     }
 
@@ -212,6 +218,50 @@ impl CertStore {
                 }
             }
         }
+    }
+}
+
+/// Session resumption cache that is emptied when the certificate changes.
+/// A resumed session skips the certificate, so without this a client could
+/// keep "connecting" to the old certificate after a rotation (for example one
+/// rotated because its CA was replaced) for as long as its tickets live.
+struct Sessions(RwLock<Arc<ServerSessionMemoryCache>>);
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Sessions").finish()
+    }
+}
+
+impl Sessions {
+    const SIZE: usize = 1024;
+
+    fn new() -> Self {
+        Self(RwLock::new(ServerSessionMemoryCache::new(Self::SIZE)))
+    }
+
+    fn cache(&self) -> Arc<ServerSessionMemoryCache> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn clear(&self) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) =
+            ServerSessionMemoryCache::new(Self::SIZE);
+    }
+}
+
+impl StoresServerSessions for Sessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.cache().put(key, value)
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.cache().get(key)
+    }
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.cache().take(key)
+    }
+    fn can_cache(&self) -> bool {
+        true
     }
 }
 
