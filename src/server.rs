@@ -668,6 +668,22 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
+    #[tokio::test]
+    async fn oversized_declared_body_with_expect_continue_is_refused_unread() {
+        let wh = webhook(1024);
+        // The body stream would fail if polled: refusing must not read it.
+        let body = http_body_util::StreamBody::new(futures::stream::once(async {
+            Err::<hyper::body::Frame<Bytes>, _>(std::io::Error::other("must not be read"))
+        }));
+        let req = Request::post("/mutate")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, "5000")
+            .header(header::EXPECT, "100-continue")
+            .body(body)
+            .unwrap();
+        assert_eq!(wh.handle(req).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
     #[test]
     fn content_type_essence() {
         let h = |s: &'static str| HeaderValue::from_static(s);
