@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod manifests;
+pub mod metrics;
 pub mod patch;
 pub mod plan;
 pub mod probe;

@@ -1,12 +1,41 @@
 //! The HTTPS admission server and its lifecycle (bind, serve, drain).
 //!
-//! STUB: filled in by the server work.
+//! [`Webhook`] is the HTTP handling of `/mutate` as a `tower::Service`,
+//! independent of any socket, so tests drive it in-process. [`run`] wires it
+//! to a TLS listener, the admin port, the certificate reloader and the
+//! signals.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use crate::config::LogFormat;
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::field::Empty;
+use tracing::Instrument;
+
+use crate::admin::{self, AdminState};
+use crate::admission::Injector;
+use crate::audit::{self, AdmissionAudit};
+use crate::config::{LogFormat, WebhookConfig};
+use crate::metrics::Metrics;
+use crate::tls::{CertStore, TlsPaths};
 
 #[derive(Debug, clap::Args)]
 pub struct WebhookArgs {
@@ -32,8 +61,636 @@ pub struct WebhookArgs {
     /// Log format; overrides the config file.
     #[arg(long, env = "VAULT_INJECTOR_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// How long SIGTERM waits for in-flight requests before exiting anyway.
+    #[arg(
+        long,
+        default_value = "25s",
+        value_parser = humantime::parse_duration,
+        env = "VAULT_INJECTOR_DRAIN_TIMEOUT"
+    )]
+    pub drain_timeout: Duration,
+    /// Admission requests handled at once; more wait for a slot.
+    #[arg(
+        long,
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..),
+        env = "VAULT_INJECTOR_MAX_CONCURRENCY"
+    )]
+    pub max_concurrency: u32,
+    /// How often the certificate files are checked for a new pair.
+    #[arg(
+        long,
+        default_value = "2s",
+        value_parser = humantime::parse_duration,
+        env = "VAULT_INJECTOR_TLS_RELOAD_INTERVAL"
+    )]
+    pub tls_reload_interval: Duration,
 }
 
-pub async fn run(_args: WebhookArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("webhook: not implemented yet")
+/// A TLS handshake that does not finish in this time is dropped, so idle
+/// sockets cannot pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request headers must arrive within this time (slow-loris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type HttpResponse = Response<Full<Bytes>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+// ---------------------------------------------------------------------------
+// Audit sink
+// ---------------------------------------------------------------------------
+
+/// Hands audit lines to one writer thread, which batches whatever is queued
+/// into a single write. Writing and flushing stdout on every request from the
+/// async workers would block them on a pipe and cost a syscall per line.
+/// The queue is bounded: if stdout stalls, requests wait rather than memory
+/// growing or lines being dropped.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: mpsc::Sender<Option<String>>,
+}
+
+/// Joins the writer thread once every queued line is written.
+pub struct AuditWriter {
+    tx: mpsc::Sender<Option<String>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl AuditSink {
+    pub fn stdout() -> (Self, AuditWriter) {
+        let (tx, mut rx) = mpsc::channel::<Option<String>>(4096);
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                let mut buf = Vec::with_capacity(64 * 1024);
+                let mut done = false;
+                while !done {
+                    match rx.blocking_recv() {
+                        Some(Some(line)) => push_line(&mut buf, &line),
+                        Some(None) | None => done = true,
+                    }
+                    while !done {
+                        match rx.try_recv() {
+                            Ok(Some(line)) => push_line(&mut buf, &line),
+                            Ok(None) => done = true,
+                            Err(_) => break,
+                        }
+                    }
+                    if buf.is_empty() {
+                        continue;
+                    }
+                    let stdout = std::io::stdout();
+                    let mut out = stdout.lock();
+                    if let Err(e) = out.write_all(&buf).and_then(|_| out.flush()) {
+                        tracing::error!(error = %e, "cannot write audit lines to stdout");
+                    }
+                    buf.clear();
+                }
+            })
+            .expect("spawn the audit writer thread");
+        (Self { tx: tx.clone() }, AuditWriter { tx, thread })
+    }
+
+    pub async fn emit(&self, record: &AdmissionAudit) {
+        let line = audit::admission_line(record);
+        if let Err(mpsc::error::SendError(Some(line))) = self.tx.send(Some(line)).await {
+            // Writer already stopped (end of a drain that timed out): write
+            // directly rather than lose the decision.
+            audit::emit_line(&line);
+        }
+    }
+}
+
+fn push_line(buf: &mut Vec<u8>, line: &str) {
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+}
+
+impl AuditWriter {
+    /// Writes out everything queued so far and stops the thread.
+    pub async fn finish(self) {
+        let Self { tx, thread } = self;
+        let _ = tx.send(None).await;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The webhook as a service
+// ---------------------------------------------------------------------------
+
+struct Inner {
+    injector: Injector,
+    metrics: Arc<Metrics>,
+    audit: AuditSink,
+    limit: Semaphore,
+    max_body: usize,
+}
+
+/// `POST /mutate`: content checks, bounded body read, the admission core,
+/// audit and metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Webhook(Arc<Inner>);
+
+fn reply(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    let mut message = message.into();
+    message.push('\n');
+    let mut resp = Response::new(Full::new(Bytes::from(message)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn is_json(value: Option<&HeaderValue>) -> bool {
+    let Some(Ok(v)) = value.map(HeaderValue::to_str) else {
+        return false;
+    };
+    let essence = v.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+impl Webhook {
+    pub fn new(
+        injector: Injector,
+        metrics: Arc<Metrics>,
+        audit: AuditSink,
+        max_concurrency: usize,
+    ) -> Self {
+        let max_body = injector.config().injector.max_body_bytes;
+        Self(Arc::new(Inner {
+            injector,
+            metrics,
+            audit,
+            limit: Semaphore::new(max_concurrency),
+            max_body,
+        }))
+    }
+
+    pub async fn handle<B>(&self, req: Request<B>) -> HttpResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let start = Instant::now();
+        let inner = &*self.0;
+        if req.uri().path() != "/mutate" {
+            return reply(
+                StatusCode::NOT_FOUND,
+                "not found; the webhook serves POST /mutate",
+            );
+        }
+        if req.method() != Method::POST {
+            let mut resp = reply(StatusCode::METHOD_NOT_ALLOWED, "/mutate accepts POST only");
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return resp;
+        }
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return reply(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json (an AdmissionReview)",
+            );
+        }
+        let too_large = || {
+            reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "AdmissionReview larger than {} bytes (injector.maxBodyBytes)",
+                    inner.max_body
+                ),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let expects_continue = req
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue && declared.is_some_and(|n| n > inner.max_body as u64) {
+            // The client waits for our go-ahead: refuse without reading.
+            return too_large();
+        }
+
+        let _in_flight = inner.metrics.in_flight();
+        let Ok(_permit) = inner.limit.acquire().await else {
+            return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        };
+        let body = match read_body(req.into_body(), inner.max_body).await {
+            Ok(body) => body,
+            Err(ReadError::TooLarge) => return too_large(),
+            Err(ReadError::Body(e)) => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body failed: {e}"),
+                )
+            }
+        };
+
+        let span = tracing::info_span!(
+            "admission",
+            request_uid = Empty,
+            namespace = Empty,
+            pod = Empty,
+            operation = Empty,
+            dry_run = Empty,
+            decision = Empty,
+        );
+        let reviewed = match inner.injector.review(&body).instrument(span.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(parent: &span, error = %e, "rejected a malformed AdmissionReview");
+                return reply(StatusCode::BAD_REQUEST, e.to_string());
+            }
+        };
+        let mut audit = reviewed.audit;
+        let elapsed = start.elapsed().as_secs_f64();
+        audit.latency_ms = elapsed * 1000.0;
+        span.record("request_uid", audit.uid.as_str());
+        span.record("namespace", audit.namespace.as_str());
+        span.record("pod", audit.pod.as_str());
+        span.record("operation", audit.operation.as_str());
+        span.record("dry_run", audit.dry_run);
+        span.record("decision", audit.decision.as_str());
+        inner
+            .metrics
+            .admission(audit.decision, &audit.namespace, elapsed);
+        inner.audit.emit(&audit).await;
+
+        let mut resp = Response::new(Full::new(Bytes::from(reviewed.body)));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Body(BoxError),
+}
+
+/// Past the limit the rest of a body is read and thrown away (up to this
+/// much more), so the client, still sending, reads our 413 instead of a
+/// reset connection. Memory stays bounded by the limit either way.
+const DISCARD_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Reads at most `max` bytes of body into memory, enforced while reading
+/// (a missing or false Content-Length changes nothing).
+async fn read_body<B>(body: B, max: usize) -> Result<Bytes, ReadError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buf = bytes::BytesMut::new();
+    let mut discarded = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if discarded == 0 && buf.len() + data.len() <= max {
+            buf.extend_from_slice(&data);
+            continue;
+        }
+        discarded += data.len();
+        if discarded > DISCARD_LIMIT {
+            break;
+        }
+    }
+    if discarded > 0 {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(buf.freeze())
+}
+
+impl<B> tower::Service<Request<B>> for Webhook
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lifecycle
+// ---------------------------------------------------------------------------
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    webhook: Webhook,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    // hyper wants its own service trait; the tower one above is for callers
+    // without sockets. Both run `Webhook::handle`.
+    let svc = hyper::service::service_fn(move |req| {
+        let webhook = webhook.clone();
+        async move { Ok::<_, Infallible>(webhook.handle(req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// `vault-injector webhook`.
+pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
+    let WebhookArgs {
+        listen,
+        tls_cert,
+        tls_key,
+        admin_listen,
+        config,
+        log_format,
+        drain_timeout,
+        max_concurrency,
+        tls_reload_interval,
+    } = args;
+    let cfg = match &config {
+        Some(path) => WebhookConfig::load(path)?,
+        None => WebhookConfig::default(),
+    };
+    crate::logging::init(log_format.unwrap_or(cfg.injector.log_format));
+
+    // Bad TLS material is a startup error, before any socket exists, so a
+    // broken Secret never produces a pod that is bound but cannot serve.
+    let store = CertStore::load(TlsPaths {
+        cert: tls_cert,
+        key: tls_key,
+    })
+    .context("TLS material")?;
+    let acceptor = TlsAcceptor::from(Arc::new(store.server_config()?));
+
+    let metrics = Arc::new(Metrics::new());
+    let admin_state = Arc::new(AdminState::new(metrics.clone()));
+    let admin_listener = TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding the admin port {admin_listen}"))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), async {
+        let _ = admin_stopped.await;
+    }));
+    let reloader = tokio::spawn(store.clone().watch(tls_reload_interval, metrics.clone()));
+
+    let (audit_sink, audit_writer) = AuditSink::stdout();
+    let webhook = Webhook::new(
+        Injector::new(Arc::new(cfg)),
+        metrics,
+        audit_sink,
+        max_concurrency as usize,
+    );
+    let mut signals = Signals::new().context("installing signal handlers")?;
+
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the webhook port {listen}"))?;
+    let addr = listener.local_addr()?;
+    admin_state.set_ready(true);
+    tracing::info!(listen = %addr, admin = %admin_addr, "webhook serving");
+
+    let graceful = GracefulShutdown::new();
+    let signal_name = loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => {
+                    tokio::spawn(serve_connection(
+                        tcp,
+                        acceptor.clone(),
+                        webhook.clone(),
+                        graceful.watcher(),
+                    ));
+                }
+                Err(e) => {
+                    // Usually EMFILE; back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            name = signals.recv() => break name,
+        }
+    };
+
+    admin_state.set_ready(false);
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(signal = signal_name, open_connections = open, timeout = ?drain_timeout, "draining");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("drained"),
+        () = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!(timeout = ?drain_timeout, "drain timeout; exiting with requests still open");
+        }
+        name = signals.recv() => {
+            tracing::error!(signal = name, "second signal during drain; aborting");
+            audit_writer.finish().await;
+            return Ok(ExitCode::from(130));
+        }
+    }
+    reloader.abort();
+    drop(webhook);
+    audit_writer.finish().await;
+    let _ = admin_stop.send(());
+    let _ = admin_task.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn webhook(max_body: usize) -> Webhook {
+        let mut cfg = WebhookConfig::default();
+        cfg.injector.max_body_bytes = max_body;
+        let (sink, _writer) = AuditSink::stdout();
+        Webhook::new(
+            Injector::new(Arc::new(cfg)),
+            Arc::new(Metrics::new()),
+            sink,
+            4,
+        )
+    }
+
+    fn review(uid: &str) -> String {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE",
+                "namespace": "default",
+                "name": "p",
+                "userInfo": {"username": "alice"},
+                "object": {"apiVersion": "v1", "kind": "Pod",
+                           "metadata": {"name": "p", "namespace": "default"},
+                           "spec": {"containers": [{"name": "app", "image": "nginx"}]}},
+                "dryRun": false
+            }
+        })
+        .to_string()
+    }
+
+    async fn call(wh: &Webhook, req: Request<Full<Bytes>>) -> (StatusCode, String) {
+        let resp = wh.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn post(path: &str, ct: Option<&str>, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+        let mut b = Request::post(path);
+        if let Some(ct) = ct {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        b.body(Full::new(body.into())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn routes_and_rejections_without_sockets() {
+        let wh = webhook(2048);
+        let json = Some("application/json");
+
+        let (s, body) = call(&wh, post("/mutate", json, review("u-1"))).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["response"]["uid"], "u-1");
+
+        let (s, _) = call(
+            &wh,
+            post(
+                "/mutate",
+                Some("application/json; charset=utf-8"),
+                review("u-2"),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+
+        let (s, _) = call(&wh, post("/validate", json, review("u"))).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+
+        let get = Request::get("/mutate")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = wh.clone().oneshot(get).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(resp.headers()[header::ALLOW], "POST");
+
+        let (s, body) = call(&wh, post("/mutate", Some("text/plain"), review("u"))).await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(body.contains("application/json"), "{body}");
+        let (s, _) = call(&wh, post("/mutate", None, review("u"))).await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+        let (s, body) = call(&wh, post("/mutate", json, vec![b' '; 4096])).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(body.contains("2048"), "{body}");
+
+        let (s, body) = call(&wh, post("/mutate", json, "{not json")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(body.contains("not a valid AdmissionReview"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn body_limit_holds_without_content_length() {
+        // A streamed body has no Content-Length; the limit must still apply
+        // while reading.
+        let wh = webhook(1024);
+        let chunks =
+            futures::stream::iter((0..64).map(|_| {
+                Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(vec![b' '; 100])))
+            }));
+        let body = http_body_util::StreamBody::new(chunks);
+        let req = Request::post("/mutate")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .unwrap();
+        let resp = wh.handle(req).await;
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn oversized_declared_body_with_expect_continue_is_refused_unread() {
+        let wh = webhook(1024);
+        // The body stream would fail if polled: refusing must not read it.
+        let body = http_body_util::StreamBody::new(futures::stream::once(async {
+            Err::<hyper::body::Frame<Bytes>, _>(std::io::Error::other("must not be read"))
+        }));
+        let req = Request::post("/mutate")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, "5000")
+            .header(header::EXPECT, "100-continue")
+            .body(body)
+            .unwrap();
+        assert_eq!(wh.handle(req).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn content_type_essence() {
+        let h = |s: &'static str| HeaderValue::from_static(s);
+        assert!(is_json(Some(&h("application/json"))));
+        assert!(is_json(Some(&h("Application/JSON ; charset=utf-8"))));
+        assert!(!is_json(Some(&h("application/jsonx"))));
+        assert!(!is_json(Some(&h("application/yaml"))));
+        assert!(!is_json(None));
+    }
 }

@@ -56,3 +56,4 @@ pub fn data(name: &str) -> PathBuf {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vault-injector"))
 }
+pub mod webhook;
