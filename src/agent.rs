@@ -221,7 +221,7 @@ impl Agent {
         let state_dir = state_dir.unwrap_or_else(|| PathBuf::from(&cfg.state_dir));
         let jwt_file = token_file.unwrap_or_else(|| PathBuf::from(&cfg.auth.token_path));
         for s in &cfg.secrets {
-            render::target_path(&secrets_dir, s)?;
+            render::target_path(&secrets_dir, s).map_err(|e| Error::Config(e.to_string()))?;
         }
         let mut names = std::collections::BTreeSet::new();
         for s in &cfg.secrets {

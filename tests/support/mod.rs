@@ -56,3 +56,7 @@ pub fn data(name: &str) -> PathBuf {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vault-injector"))
 }
+
+pub mod agent;
+pub mod openbao;
+pub mod postgres;
