@@ -10,6 +10,7 @@
 
 mod reload;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -229,10 +230,15 @@ impl Agent {
                 return Err(Error::Config(format!("secret {} is listed twice", s.name)));
             }
         }
-        std::fs::create_dir_all(&state_dir).map_err(|e| Error::State {
-            path: state_dir.clone(),
-            message: e.to_string(),
-        })?;
+        // Agent-only: the token lives here.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&state_dir)
+            .map_err(|e| Error::State {
+                path: state_dir.clone(),
+                message: e.to_string(),
+            })?;
         // A restarted container keeps its memory volume: readiness must be
         // earned again by this process.
         let _ = std::fs::remove_file(state_dir.join(READY_FILE));
@@ -403,6 +409,9 @@ impl Agent {
         match self.vault.read(&path).await {
             Ok(s) => Ok(s),
             Err(e) if e.is_forbidden() => {
+                if self.vault.token_valid().await.unwrap_or(true) {
+                    return Err(read_err(e, self));
+                }
                 self.login().await?;
                 self.vault.read(&path).await.map_err(|e| read_err(e, self))
             }

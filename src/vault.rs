@@ -281,6 +281,16 @@ impl Vault {
         })
     }
 
+    /// Whether Vault still knows the agent's token. Tells a dead token (log
+    /// in again) from a policy that denies a path (do not).
+    pub async fn token_valid(&self) -> Result<bool> {
+        match vaultrs::token::lookup_self(&self.client).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::APIError { code: 403, .. }) => Ok(false),
+            Err(e) => Err(self.map_client_err("token lookup", e)),
+        }
+    }
+
     /// Revokes the agent's own token (on shutdown, when configured).
     pub async fn revoke_token(&self) -> Result<()> {
         vaultrs::token::revoke_self(&self.client)

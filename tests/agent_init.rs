@@ -162,7 +162,12 @@ fn approle_login_renders() {
 
 /// Runs init with one secret and expects failure with `code` and every
 /// `needle` in its stderr.
-fn expect_failure(bao: &OpenBao, cfg: serde_json::Value, code: i32, needles: &[&str]) {
+fn expect_failure(
+    bao: &OpenBao,
+    cfg: serde_json::Value,
+    code: i32,
+    needles: &[&str],
+) -> Vec<serde_json::Value> {
     let dirs = AgentDirs::new(bao);
     let out = run_init(&cfg, &dirs);
     let all = text(&out);
@@ -181,6 +186,7 @@ fn expect_failure(bao: &OpenBao, cfg: serde_json::Value, code: i32, needles: &[&
         "{all}"
     );
     assert_no_leaks(&all, VALUES);
+    audit
 }
 
 #[test]
@@ -198,12 +204,15 @@ fn failures_are_named_with_distinct_exit_codes() {
         4,
         &["secret db", "secret/data/app/missing", "404"],
     );
-    expect_failure(
+    let audit = expect_failure(
         &bao,
         config(&bao, one("private/data/payroll")),
         4,
         &["secret db", "private/data/payroll", "permission denied"],
     );
+    // A policy denial is not a dead token: no extra login per attempt.
+    let logins = audit.iter().filter(|a| a["event"] == "login").count();
+    assert_eq!(logins, 1, "{audit:?}");
 
     let mut raw = config(
         &bao,
