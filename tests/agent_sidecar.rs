@@ -49,6 +49,8 @@ fn kv_update_is_rerendered_and_the_reload_signal_reaches_the_app() {
         &bao,
         json!([{"name": "web", "path": "secret/web", "file": "web.env", "format": "env"}]),
     );
+    let marker = dirs.dir.path().join("command-ran");
+    cfg["secrets"][0]["command"] = json!(format!("printf x >> '{}'", marker.display()));
     cfg["reload"] = json!({"signal": {"signal": "SIGHUP", "process": name}});
     let mut sc = Sidecar::spawn(&cfg, &dirs);
     ready(&mut sc, &dirs);
@@ -65,6 +67,7 @@ fn kv_update_is_rerendered_and_the_reload_signal_reaches_the_app() {
         >= 3));
     assert_eq!(inode(&dirs), first_inode, "unchanged secret was rewritten");
     assert!(events(&sc, "reload").is_empty());
+    assert!(!marker.exists(), "command ran without a change");
     assert!(
         app.try_wait().unwrap().is_none(),
         "reload sent without a change"
@@ -86,8 +89,11 @@ fn kv_update_is_rerendered_and_the_reload_signal_reaches_the_app() {
     let status = app.wait().unwrap();
     assert_eq!(status.signal(), Some(libc_sighup()), "{status:?}");
     let reloads = events(&sc, "reload");
-    assert_eq!(reloads.len(), 1, "{reloads:?}");
-    assert_eq!(reloads[0]["ok"], true);
+    assert_eq!(reloads.len(), 2, "per-secret command + signal: {reloads:?}");
+    assert!(reloads.iter().all(|r| r["ok"] == true), "{reloads:?}");
+    assert_eq!(reloads[0]["secret"], "web");
+    // The per-secret command ran once: on the change, not the first render.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x");
     let changed: Vec<Value> = events(&sc, "render")
         .into_iter()
         .filter(|r| r["changed"] == true)
