@@ -179,7 +179,16 @@ fn two_thirds(secs: u64) -> Duration {
     Duration::from_millis(secs.saturating_mul(2000) / 3)
 }
 
+/// vaultrs and rustify log every non-2xx answer at ERROR level; the agent
+/// reports each failure itself, once per state change, so theirs would be
+/// one line per retry. `RUST_LOG`, when set, still decides.
+const DEFAULT_LOG_FILTER: &str = "info,vaultrs=off,rustify=off";
+
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    if std::env::var_os("RUST_LOG").is_none() {
+        // Still single-threaded here: no other thread reads the environment.
+        std::env::set_var("RUST_LOG", DEFAULT_LOG_FILTER);
+    }
     let cfg = match AgentConfig::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -190,6 +199,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
     };
     crate::logging::init(cfg.log_format);
+    if cfg.vault.tls_skip_verify {
+        tracing::warn!("TLS verification of Vault is disabled (vault.tlsSkipVerify)");
+    }
     let mode = args.mode;
     let mut agent = match Agent::new(cfg, args) {
         Ok(a) => a,
@@ -564,7 +576,9 @@ impl Agent {
         let Some(mut t) = self.token else {
             return self.login().await;
         };
-        let near_max = t.info.ttl_secs < t.login_ttl / 3;
+        // Granted less than the login's TTL last time: the token is near its
+        // max TTL and cannot be extended; a fresh login replaces it.
+        let near_max = t.info.ttl_secs < t.login_ttl;
         if !t.info.renewable || near_max {
             return self.login().await;
         }
@@ -572,7 +586,7 @@ impl Agent {
             Ok(info) => {
                 t.info = info;
                 t.failures = 0;
-                t.next = (info.ttl_secs > 0).then(|| Instant::now() + two_thirds(info.ttl_secs));
+                t.next = Some(Instant::now() + two_thirds(info.ttl_secs));
                 self.token = Some(t);
                 self.audit(AgentEvent::Renewal, None, |r| {
                     r.path = Some("auth/token/renew-self".into());

@@ -231,6 +231,11 @@ fn openbao_restart_keeps_last_good_files_and_recovers() {
     assert_eq!(count("degraded"), 1, "state change logged once:\n{out}");
     assert_eq!(count("recovered"), 1, "state change logged once:\n{out}");
     assert_eq!(
+        count("\"level\":\"ERROR\""),
+        0,
+        "no error line per retry:\n{out}"
+    );
+    assert_eq!(
         events(&sc, "error").len(),
         1,
         "one error audit per outage, not per retry"
@@ -267,4 +272,45 @@ fn sigterm_stops_cleanly_and_revokes_the_token() {
     assert_eq!(events(&sc, "revoke").len(), 1);
     assert!(!dirs.state.join("token").exists());
     assert_no_leaks(&sc.output(), &["value-revoke", token.trim()]);
+}
+
+#[test]
+fn token_is_renewed_then_replaced_by_a_fresh_login_near_max_ttl() {
+    let Some(bao) = OpenBao::start() else { return };
+    bao.configure();
+    bao.kv_put("secret", "svc", &json!({"k": "value-token-6666"}));
+    bao.bao_json(
+        &["write", "auth/jwt/role/short", "-"],
+        &json!({
+            "role_type": "jwt",
+            "bound_audiences": [support::openbao::AUDIENCE],
+            "user_claim": "sub",
+            "token_policies": [support::openbao::ROLE],
+            "token_ttl": "3s",
+            "token_max_ttl": "7s",
+        }),
+    );
+    let dirs = AgentDirs::new(&bao);
+    let mut cfg = config(
+        &bao,
+        json!([{"name": "svc", "path": "secret/svc", "file": "svc"}]),
+    );
+    cfg["auth"]["role"] = json!("short");
+    let mut sc = Sidecar::spawn(&cfg, &dirs);
+    ready(&mut sc, &dirs);
+    let relogged = wait_for(Duration::from_secs(15), || events(&sc, "login").len() >= 2);
+    assert!(relogged, "no fresh login near max TTL:\n{}", sc.output());
+    let renewals: Vec<Value> = events(&sc, "renewal")
+        .into_iter()
+        .filter(|r| r["path"] == "auth/token/renew-self")
+        .collect();
+    assert!(
+        !renewals.is_empty(),
+        "token never renewed:\n{}",
+        sc.output()
+    );
+    // The agent never ran on an expired token: every read succeeded.
+    assert!(events(&sc, "error").is_empty(), "{}", sc.output());
+    assert_eq!(sc.terminate(), Some(0));
+    assert_no_leaks(&sc.output(), &["value-token"]);
 }
