@@ -1,6 +1,6 @@
 //! `vault-injector probe`: exit 0 once the agent has rendered every secret.
-//!
-//! STUB: filled in by the agent work.
+//! The agent writes the marker after its first full render and removes it
+//! when it starts or stops, so a restarted agent is not ready by accident.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +12,15 @@ pub struct ProbeArgs {
     pub state_dir: PathBuf,
 }
 
-pub fn run(_args: ProbeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("probe: not implemented yet")
+pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    let ProbeArgs { state_dir } = args;
+    if crate::agent::is_ready(&state_dir) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "vault-injector probe: not ready: {} does not exist yet (secrets not rendered)",
+            state_dir.join(crate::config::READY_FILE).display()
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }

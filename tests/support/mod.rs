@@ -57,3 +57,6 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vault-injector"))
 }
 pub mod webhook;
+pub mod agent;
+pub mod openbao;
+pub mod postgres;
