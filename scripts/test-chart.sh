@@ -8,6 +8,7 @@
 #     have no schema there and are skipped by kind, explicitly and loudly.
 #   - `# assert: REGEX` / `# refute: REGEX` lines at the top of a value set
 #     must / must not match the rendered manifests (grep -E).
+#   - no rendered mapping has a duplicate key.
 #   - every tests/chart/bad-*.yaml must FAIL to render, with the message given
 #     by its `# expect: TEXT` line (the schema names the offending value).
 #   - the auto TLS mode renders byte-identical output twice (no certificates
@@ -23,6 +24,8 @@ chart="$root/charts/vault-injector"
 cases="$root/tests/chart"
 helm="$root/.tools/bin/helm"
 validate="$root/.tools/bin/kubernetes-validate"
+# PyYAML from the venv scripts/install-tools.sh creates for kubernetes-validate.
+python="$root/.tools/venv/bin/python"
 # The newest version kubernetes-validate 1.37 ships schemas for.
 KUBE_VERSION="${KUBE_VERSION:-1.37.0}"
 # Custom resources: no schema in kubernetes-validate, validated by their
@@ -31,7 +34,7 @@ SKIP_KINDS="Certificate Issuer ClusterIssuer ServiceMonitor"
 RELEASE=rel
 NAMESPACE=vault-injector
 
-for tool in "$helm" "$validate"; do
+for tool in "$helm" "$validate" "$python"; do
   if [ ! -x "$tool" ]; then
     echo "test-chart: required tool $tool is missing; run scripts/install-tools.sh" >&2
     echo "chart: 0 passed, 1 failed"
@@ -81,6 +84,33 @@ render() {
   local name=$1
   shift
   "$helm" template "$RELEASE" "$chart" --namespace "$NAMESPACE" "$@" >"$tmp/$name.yaml" 2>"$tmp/$name.err"
+}
+
+# Duplicate keys are legal YAML to most parsers (the last one wins), so a
+# template that emits a label twice renders and validates; the API server
+# then keeps one value silently. Reject them.
+check_duplicate_keys() {
+  local name=$1 out
+  if out=$("$python" - "$tmp/$name.yaml" 2>&1 <<'PY'
+import sys, yaml
+class Strict(yaml.SafeLoader):
+    pass
+def mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+list(yaml.load_all(open(sys.argv[1]), Loader=Strict))
+PY
+  ); then
+    ok "$name: no duplicate keys"
+  else
+    not_ok "$name: duplicate keys in the render" "$(tail -5 <<<"$out")"
+  fi
 }
 
 # Validates every object of a render; CRD kinds are skipped by name.
@@ -175,6 +205,7 @@ good_render() {
     return 1
   fi
   validate_render "$name"
+  check_duplicate_keys "$name"
   check_invariants "$name"
 }
 
