@@ -9,6 +9,7 @@ pub mod admission;
 pub mod agent;
 pub mod annotations;
 pub mod audit;
+pub mod autotls;
 pub mod certs;
 pub mod cli;
 pub mod config;
