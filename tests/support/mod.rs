@@ -56,3 +56,5 @@ pub fn data(name: &str) -> PathBuf {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vault-injector"))
 }
+
+pub mod bao_dev;
