@@ -14,6 +14,7 @@
 //! `serviceAccounts` admit the pod decides, like a firewall: a pod matched by
 //! no rule is denied.
 
+pub mod gate;
 pub mod glob;
 pub mod overrides;
 
