@@ -175,9 +175,9 @@ pub struct ProfileStore {
     auth: WebhookAuth,
     settings: VolumeSettings,
     ttl: Duration,
-    /// The CA PEM from the config, written to a file because vaultrs only
-    /// takes CA paths. A CA is not a secret.
-    ca_file: Option<tempfile_path::TempPath>,
+    /// The CA PEM from the config, written to a file (on first use, under
+    /// $TMPDIR) because vaultrs only takes CA paths. A CA is not a secret.
+    ca_file: std::sync::OnceLock<Result<Option<tempfile_path::TempPath>, String>>,
     cache: Mutex<HashMap<String, Cached>>,
     /// Serialises Vault round trips: concurrent admissions of the same
     /// Deployment then cost one read, not one each.
@@ -224,25 +224,34 @@ mod tempfile_path {
 }
 
 impl ProfileStore {
-    /// Builds the store from the operator's config. No network traffic; the
-    /// first `resolve` logs in.
-    pub fn new(config: &WebhookConfig) -> std::io::Result<Self> {
-        let ca_file = match &config.vault.ca_pem {
-            Some(pem) => Some(tempfile_path::TempPath::write(
-                "vault-injector-ca",
-                pem.as_bytes(),
-            )?),
-            None => None,
-        };
-        Ok(Self {
+    /// Builds the store from the operator's config. No I/O; the first
+    /// `resolve` logs in, so a webhook that never sees a volume annotation
+    /// never talks to Vault.
+    pub fn new(config: &WebhookConfig) -> Self {
+        Self {
             vault: config.vault.clone(),
             auth: config.webhook_auth.clone(),
             settings: config.volumes.clone(),
             ttl: config.volumes.cache_ttl(),
-            ca_file,
+            ca_file: std::sync::OnceLock::new(),
             cache: Mutex::new(HashMap::new()),
             session: tokio::sync::Mutex::new(None),
-        })
+        }
+    }
+
+    fn ca_paths(&self) -> Result<Vec<String>, String> {
+        let file = self.ca_file.get_or_init(|| match &self.vault.ca_pem {
+            None => Ok(None),
+            Some(pem) => tempfile_path::TempPath::write("vault-injector-ca", pem.as_bytes())
+                .map(Some)
+                .map_err(|e| {
+                    format!("writing vault.caPem to a file under {} for the Vault client (the webhook needs a writable $TMPDIR when vault.caPem is set): {e}", std::env::temp_dir().display())
+                }),
+        });
+        match file {
+            Ok(f) => Ok(f.iter().map(|f| f.path().display().to_string()).collect()),
+            Err(e) => Err(e.clone()),
+        }
     }
 
     /// Resolves `volume-NAME: PROFILE` for a pod: reads the profile (cached),
@@ -373,12 +382,7 @@ impl ProfileStore {
         b.address(&self.vault.address)
             .token(token)
             .verify(!self.vault.tls_skip_verify)
-            .ca_certs(
-                self.ca_file
-                    .iter()
-                    .map(|f| f.path().display().to_string())
-                    .collect(),
-            )
+            .ca_certs(self.ca_paths()?)
             .identity(None)
             .timeout(Some(self.settings.request_timeout()))
             .namespace(self.vault.namespace.clone());

@@ -85,7 +85,6 @@ async fn profiles_are_read_with_the_webhooks_jwt_login() {
     cfg.webhook_auth.token_path = token.clone();
 
     let r = ProfileStore::new(&cfg)
-        .unwrap()
         .resolve("reports", "reports", "team-a", "web")
         .await
         .unwrap();
@@ -95,7 +94,6 @@ async fn profiles_are_read_with_the_webhooks_jwt_login() {
     // A token for some other account is not the webhook's identity.
     std::fs::write(&token, jwt(&key, "system:serviceaccount:team-a:web")).unwrap();
     let msg = ProfileStore::new(&cfg)
-        .unwrap()
         .resolve("reports", "reports", "team-a", "web")
         .await
         .unwrap_err()
@@ -106,7 +104,6 @@ async fn profiles_are_read_with_the_webhooks_jwt_login() {
     // Kubernetes and jwt logins need a role.
     cfg.webhook_auth.role = None;
     let msg = ProfileStore::new(&cfg)
-        .unwrap()
         .resolve("reports", "reports", "team-a", "web")
         .await
         .unwrap_err()

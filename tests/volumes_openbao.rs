@@ -76,7 +76,7 @@ async fn profiles_resolve_and_the_allowlist_is_enforced() {
     let Some((_bao, _dir, cfg)) = setup().await else {
         return;
     };
-    let store = ProfileStore::new(&cfg).unwrap();
+    let store = ProfileStore::new(&cfg);
 
     let r = store
         .resolve("data", "team-a-data", "team-a", "web")
@@ -138,7 +138,7 @@ async fn malformed_missing_and_out_of_reach_profiles_are_named() {
     let Some((bao, dir, cfg)) = setup().await else {
         return;
     };
-    let store = ProfileStore::new(&cfg).unwrap();
+    let store = ProfileStore::new(&cfg);
 
     let e = store
         .resolve("x", "typo", "team-a", "web")
@@ -175,7 +175,6 @@ async fn malformed_missing_and_out_of_reach_profiles_are_named() {
     let mut wide = cfg.clone();
     wide.volumes.prefix = "team-b".into();
     let e = ProfileStore::new(&wide)
-        .unwrap()
         .resolve("x", "db", "team-a", "web")
         .await
         .unwrap_err();
@@ -190,7 +189,6 @@ async fn malformed_missing_and_out_of_reach_profiles_are_named() {
     let mut wrong = cfg.clone();
     wrong.webhook_auth.secret_id_path = Some(bad);
     let msg = ProfileStore::new(&wrong)
-        .unwrap()
         .resolve("x", "team-a-data", "team-a", "web")
         .await
         .unwrap_err()
@@ -209,7 +207,7 @@ async fn cached_profiles_survive_an_outage_until_they_expire() {
         return;
     };
     cfg.volumes.cache_ttl = "3s".into();
-    let store = ProfileStore::new(&cfg).unwrap();
+    let store = ProfileStore::new(&cfg);
     store
         .resolve("data", "team-a-data", "team-a", "web")
         .await

@@ -17,8 +17,6 @@ use crate::volumes::{ProfileStore, ResolvedVolume, VolumeError};
 pub enum Error {
     #[error(transparent)]
     Policy(#[from] super::Error),
-    #[error("volume profiles: {0}")]
-    Store(#[from] std::io::Error),
 }
 
 /// Why a pod is refused. The message is what the pod author sees and what
@@ -71,7 +69,7 @@ impl Gate {
     pub fn from_config(config: &WebhookConfig) -> Result<Self, Error> {
         Ok(Self {
             policy: Arc::new(PolicyHandle::from_settings(&config.policy)?),
-            profiles: Arc::new(ProfileStore::new(config)?),
+            profiles: Arc::new(ProfileStore::new(config)),
             vault: config.vault.clone(),
             overrides: config.agent_overrides.clone(),
         })
