@@ -263,3 +263,49 @@ async fn cached_profiles_survive_an_outage_until_they_expire() {
     assert!(msg.contains("\"team-a-data\" cannot be read"), "{msg}");
     assert!(msg.contains(&cfg.vault.address), "{msg}");
 }
+
+/// The webhook's own TLS settings come from `vault.caPem` /
+/// `vault.tlsSkipVerify` in the config, and verification is on by default.
+#[tokio::test]
+async fn the_webhook_verifies_vault_with_the_configured_ca() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(bao) = BaoDev::start_tls().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (rid, sid) = bao
+        .approle("vault-injector", WEBHOOK_POLICY, dir.path())
+        .await;
+    bao.kv_put(
+        "secret",
+        "vault-injector/volumes/p",
+        json!({"volume": {"emptyDir": {}}, "mountPath": "/p", "allowed": {"namespaces": ["*"]}}),
+    )
+    .await;
+    let mut cfg = config(&bao, &rid, &sid, "60s");
+
+    // No CA configured: the dev CA is not trusted, so no login happens.
+    let msg = ProfileStore::new(&cfg)
+        .resolve("p", "p", "ns", "sa")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("webhook login at auth/approle failed"),
+        "{msg}"
+    );
+    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+
+    cfg.vault.ca_pem = bao.ca_pem.clone();
+    ProfileStore::new(&cfg)
+        .resolve("p", "p", "ns", "sa")
+        .await
+        .expect("verified against vault.caPem");
+
+    cfg.vault.ca_pem = None;
+    cfg.vault.tls_skip_verify = true;
+    ProfileStore::new(&cfg)
+        .resolve("p", "p", "ns", "sa")
+        .await
+        .expect("operator chose tlsSkipVerify");
+}

@@ -12,6 +12,8 @@ pub const ROOT_TOKEN: &str = "root-token-for-tests";
 
 pub struct BaoDev {
     pub addr: String,
+    /// The dev CA (PEM) when started with TLS.
+    pub ca_pem: Option<String>,
     child: Option<Child>,
     http: reqwest::Client,
     /// Holds the dev server's HOME (it writes a token helper file there).
@@ -21,18 +23,32 @@ pub struct BaoDev {
 impl BaoDev {
     /// Starts `bao server -dev`; None when the tool is missing outside CI.
     pub async fn start() -> Option<Self> {
+        Self::start_with(false).await
+    }
+
+    /// Starts `bao server -dev -dev-tls` (HTTPS with a generated CA).
+    pub async fn start_tls() -> Option<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Option<Self> {
         let bao = super::require_tool("bao")?;
         let port = super::free_port();
         let home = tempfile::tempdir().expect("tempdir");
         let log = std::fs::File::create(home.path().join("bao.log")).expect("log file");
+        let mut args = vec![
+            "server".to_string(),
+            "-dev".into(),
+            "-dev-no-store-token".into(),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+            format!("-dev-root-token-id={ROOT_TOKEN}"),
+        ];
+        if tls {
+            args.push("-dev-tls".into());
+            args.push(format!("-dev-tls-cert-dir={}", home.path().display()));
+        }
         let child = Command::new(bao)
-            .args([
-                "server",
-                "-dev",
-                "-dev-no-store-token",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-            ])
+            .args(&args)
             .env("HOME", home.path())
             .env_remove("BAO_ADDR")
             .env_remove("VAULT_ADDR")
@@ -41,12 +57,30 @@ impl BaoDev {
             .stderr(log)
             .spawn()
             .expect("spawn bao server -dev");
-        let dev = Self {
-            addr: format!("http://127.0.0.1:{port}"),
+        let scheme = if tls { "https" } else { "http" };
+        let mut dev = Self {
+            addr: format!("{scheme}://127.0.0.1:{port}"),
+            ca_pem: None,
             child: Some(child),
             http: reqwest::Client::new(),
             _home: home,
         };
+        if tls {
+            let ca = dev._home.path().join("vault-ca.pem");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !ca.exists() {
+                assert!(Instant::now() < deadline, "OpenBao wrote no dev CA");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // The file appears before it is fully written.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let pem = std::fs::read_to_string(&ca).expect("read dev CA");
+            dev.http = reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("CA"))
+                .build()
+                .expect("https client");
+            dev.ca_pem = Some(pem);
+        }
         dev.wait_ready().await;
         Some(dev)
     }
