@@ -257,3 +257,61 @@ fn invalid_policies_are_rejected_with_the_problem_named() {
         assert!(e.contains(needle), "{needle}: {e}");
     }
 }
+
+#[test]
+fn webhook_config_carries_the_new_sections() {
+    use vault_injector::config::{AuthMethod, WebhookConfig};
+    let yaml = r#"
+policy:
+  file: /etc/vault-injector/policy/policy.yaml
+  reloadInterval: 2s
+volumes:
+  kvMount: kv
+  prefix: platform/volumes
+  cacheTtl: 30s
+  requestTimeout: 3s
+  allowHostPath: true
+webhookAuth:
+  method: approle
+  path: auth/approle
+  roleIdPath: /etc/approle/role-id
+  secretIdPath: /etc/approle/secret-id
+agentOverrides:
+  allowAddress: ["https://vault-dr.vault.svc:8200"]
+  allowTlsSkipVerify: false
+  allowCaCert: true
+events:
+  enabled: true
+"#;
+    let cfg = WebhookConfig::from_yaml(yaml, Path::new("webhook.yaml")).unwrap();
+    assert_eq!(cfg.policy.reload_interval().unwrap().as_secs(), 2);
+    assert_eq!(cfg.volumes.profile_path("x"), "platform/volumes/x");
+    assert_eq!(cfg.volumes.cache_ttl().as_secs(), 30);
+    assert_eq!(cfg.webhook_auth.method, AuthMethod::Approle);
+    assert_eq!(cfg.agent_overrides.allow_address.len(), 1);
+    assert!(cfg.agent_overrides.allow_ca_cert);
+    assert!(cfg.events.enabled);
+
+    let defaults = WebhookConfig::default();
+    assert!(defaults.policy.file.is_none());
+    assert!(!defaults.events.enabled);
+    assert!(defaults.agent_overrides.allow_address.is_empty());
+    assert!(!defaults.agent_overrides.allow_tls_skip_verify);
+    assert_eq!(
+        defaults.volumes.profile_path("p"),
+        "vault-injector/volumes/p"
+    );
+
+    for (bad, needle) in [
+        ("volumes:\n  cacheTTL: 5s\n", "cacheTTL"),
+        ("volumes:\n  cacheTtl: soon\n", "volumes.cacheTtl"),
+        ("policy:\n  reloadInterval: x\n", "policy.reloadInterval"),
+        ("webhookAuth:\n  method: approle\n", "roleIdPath"),
+        ("agentOverrides:\n  allowAddresses: []\n", "allowAddresses"),
+    ] {
+        let e = WebhookConfig::from_yaml(bad, Path::new("webhook.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+}
