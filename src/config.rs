@@ -60,6 +60,16 @@ pub struct WebhookConfig {
     pub auth: AuthDefaults,
     pub agent: AgentDefaults,
     pub injector: InjectorSettings,
+    /// Cluster policy file (roles, paths, volume profiles per namespace).
+    pub policy: crate::policy::PolicySettings,
+    /// Where volume profiles live in Vault and how long they are cached.
+    pub volumes: crate::volumes::VolumeSettings,
+    /// The webhook's own Vault identity (for reading volume profiles).
+    pub webhook_auth: crate::volumes::WebhookAuth,
+    /// Which pod-level agent connection overrides the operator permits.
+    pub agent_overrides: crate::policy::overrides::AgentOverrideSettings,
+    /// Kubernetes Events for admission decisions.
+    pub events: crate::events::EventSettings,
 }
 
 /// Where Vault is and how to verify it. Operator-only.
@@ -246,6 +256,9 @@ impl WebhookConfig {
         if self.injector.max_body_bytes < 1024 {
             return Err("injector.maxBodyBytes must be at least 1024".into());
         }
+        self.policy.validate()?;
+        self.volumes.validate()?;
+        self.webhook_auth.validate()?;
         Ok(())
     }
 

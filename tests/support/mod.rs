@@ -60,3 +60,4 @@ pub mod webhook;
 pub mod agent;
 pub mod openbao;
 pub mod postgres;
+pub mod bao_dev;
