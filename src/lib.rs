@@ -11,6 +11,7 @@ pub mod annotations;
 pub mod audit;
 pub mod certs;
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod logging;
 pub mod manifests;
