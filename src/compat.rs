@@ -5,3 +5,4 @@
 pub mod bankvaults;
 pub mod goparse;
 pub mod gotmpl;
+pub mod vaultk8s;
