@@ -12,6 +12,7 @@ pub mod audit;
 pub mod autotls;
 pub mod certs;
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod events;
 pub mod logging;
