@@ -167,6 +167,7 @@ pub struct Controller {
 pub struct State {
     pub leading: bool,
     pub material: Option<TlsMaterial>,
+    lease: lease::Observed,
 }
 
 impl Controller {
@@ -322,6 +323,7 @@ impl Controller {
             &self.identity,
             self.lease_duration,
             chrono_now,
+            &mut state.lease,
         )
         .await
         {
