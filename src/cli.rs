@@ -28,6 +28,10 @@ pub enum Command {
     Mutate(crate::manifests::MutateArgs),
     /// Write a CA and a serving certificate for local use.
     Certs(crate::certs::CertsArgs),
+    /// Resolve env-var secrets, then execve the program with them.
+    Exec(crate::exec::ExecArgs),
+    /// Copy this binary into a directory (init container for `exec`).
+    CopySelf(crate::exec::CopySelfArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -46,6 +50,8 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => crate::probe::run(args),
         Command::Mutate(args) => crate::manifests::run_mutate(args),
         Command::Certs(args) => crate::certs::run(args),
+        Command::Exec(args) => crate::exec::run(args),
+        Command::CopySelf(args) => crate::exec::run_copy_self(args),
     };
     match result {
         Ok(code) => code,

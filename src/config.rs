@@ -462,6 +462,10 @@ pub struct SecretSpec {
     /// Command run after this file changes (vault-k8s `agent-inject-command-*`).
     #[serde(default)]
     pub command: Option<String>,
+    /// The template was translated from a vault-k8s Go template: render it
+    /// with Go's value printing (`map[k:v]`, `<no value>`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub go_template: bool,
 }
 
 pub fn default_mode() -> u32 {
@@ -583,6 +587,7 @@ mod tests {
                 template: None,
                 error_on_missing_key: false,
                 command: None,
+                go_template: false,
             }],
             env: vec![],
             refresh_interval_secs: 60,

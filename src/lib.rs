@@ -15,6 +15,7 @@ pub mod cli;
 pub mod compat;
 pub mod config;
 pub mod events;
+pub mod exec;
 pub mod logging;
 pub mod manifests;
 pub mod metrics;

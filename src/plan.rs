@@ -196,6 +196,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
                 template: s.template,
                 error_on_missing_key: false,
                 command: None,
+                go_template: false,
             })
             .collect(),
         env: env

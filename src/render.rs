@@ -156,8 +156,22 @@ fn render_template(spec: &SecretSpec, src: &str, secret: &Secret) -> Result<Stri
         minijinja::UndefinedBehavior::Lenient
     });
     env.set_keep_trailing_newline(true);
+    crate::compat::gotmpl::register_filters(&mut env);
+    if spec.go_template {
+        crate::compat::gotmpl::register(&mut env);
+    }
     env.add_template("template", src).map_err(terr)?;
+    // `secret` is the Vault response's data as consul-template's `.Data` sees
+    // it: for KV v2 the `{data, metadata}` envelope, otherwise the key/values.
+    let go_data = match secret.engine {
+        crate::vault::Engine::KvV2 => serde_json::json!({
+            "data": &secret.data,
+            "metadata": &secret.metadata,
+        }),
+        _ => Value::Object(secret.data.clone()),
+    };
     let ctx = minijinja::context! {
+        secret => go_data,
         data => &secret.data,
         metadata => &secret.metadata,
         lease => lease_value(secret.lease.as_ref()),
@@ -256,6 +270,7 @@ mod tests {
             template: None,
             error_on_missing_key: false,
             command: None,
+            go_template: false,
         }
     }
 

@@ -324,14 +324,30 @@ impl Vault {
     /// Reads a secret. KV v2 paths may be written with or without the
     /// `data/` segment; the engine is found the way Vault's CLI does it.
     pub async fn read(&mut self, path: &str) -> Result<Secret> {
+        self.read_version(path, None).await
+    }
+
+    /// Reads a secret, pinned to a KV v2 version when `version` is set
+    /// (`vault:PATH#KEY#VERSION` references). A version on any other engine
+    /// is an error rather than being silently ignored.
+    pub async fn read_version(&mut self, path: &str, version: Option<u64>) -> Result<Secret> {
         let path = path.trim_matches('/');
         let mount = self.mount_of(path).await?;
         let op = format!("read of {path}");
+        if version.is_some() && mount.engine != Engine::KvV2 {
+            return Err(Error::Response {
+                op,
+                message: "a version was requested but the path is not on a KV v2 engine".into(),
+            });
+        }
         match mount.engine {
             Engine::KvV2 => {
                 let rel = path.strip_prefix(mount.path.as_str()).unwrap_or(path);
                 let rel = rel.strip_prefix("data/").unwrap_or(rel);
-                let api_path = format!("{}data/{rel}", mount.path);
+                let api_path = match version {
+                    Some(v) => format!("{}data/{rel}?version={v}", mount.path),
+                    None => format!("{}data/{rel}", mount.path),
+                };
                 let v = self
                     .call(http::Method::GET, &api_path, None, &op)
                     .await?
