@@ -2,8 +2,9 @@
 //! error becomes a denial. The HTTP server (`server`) calls [`Injector`];
 //! the `mutate` command calls [`mutate_pod`], the same core.
 //!
-//! Nothing here has side effects (no Vault, no Kubernetes API), so dry-run
-//! requests are answered exactly like real ones.
+//! Nothing here has side effects: the only I/O is reading volume profiles
+//! from Vault (a read, cached), so dry-run requests are answered exactly like
+//! real ones.
 
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::audit::{AdmissionAudit, AuditSecret, Decision};
 use crate::config::WebhookConfig;
 use crate::plan::{self, Planned, RequestContext};
+use crate::policy::gate::{Gate, GateDenial};
+use crate::policy::PolicyRequest;
 
 /// A body that is not a usable AdmissionReview. The server answers 400 with
 /// the message; nothing else happens.
@@ -39,15 +42,28 @@ pub enum Error {
     NotAPod(serde_json::Error),
     #[error("the request carries no object")]
     NoObject,
+    /// Refused by the connection-override allowlist, the cluster policy or a
+    /// volume profile; or Vault could not be asked about a profile.
+    #[error(transparent)]
+    Gate(#[from] GateDenial),
 }
 
 impl Error {
     fn decision(&self) -> Decision {
         match self {
             Error::Plan(_) => Decision::Denied,
+            Error::Gate(g) => g.decision(),
             Error::NotAPod(_) | Error::NoObject => Decision::Error,
         }
     }
+}
+
+/// Whether volume profiles are read from Vault (the webhook) or left out
+/// (`mutate`, which never touches the network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Volumes {
+    Resolve,
+    Offline,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -62,11 +78,19 @@ pub struct Reviewed {
 #[derive(Clone)]
 pub struct Injector {
     config: Arc<WebhookConfig>,
+    gate: Gate,
 }
 
 impl Injector {
-    pub fn new(config: Arc<WebhookConfig>) -> Self {
-        Self { config }
+    /// Loads the cluster policy (if configured) and prepares the volume
+    /// profile store; fails on an unreadable or invalid policy file.
+    pub fn try_new(config: Arc<WebhookConfig>) -> Result<Self, crate::policy::gate::Error> {
+        let gate = Gate::from_config(&config)?;
+        Ok(Self { config, gate })
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     pub fn config(&self) -> &WebhookConfig {
@@ -79,12 +103,12 @@ impl Injector {
         let req: AdmissionRequest<DynamicObject> =
             review.try_into().map_err(|_| BadReview::NoRequest)?;
         let types = req.types.clone();
-        let (resp, audit) = self.decide(req);
+        let (resp, audit) = self.decide(req).await;
         let body = encode_review(&types, &resp)?;
         Ok(Reviewed { body, audit })
     }
 
-    fn decide(
+    async fn decide(
         &self,
         mut req: AdmissionRequest<DynamicObject>,
     ) -> (AdmissionResponse, AdmissionAudit) {
@@ -104,12 +128,17 @@ impl Injector {
             audit.reason = format!("not a pod CREATE ({} {})", audit.operation, req.kind.kind);
             return (resp, audit);
         }
-        let result = req
+        let result = match req
             .object
             .take()
             .ok_or(Error::NoObject)
             .and_then(pod_from_dynamic)
-            .and_then(|pod| mutate_pod(&pod, &self.config, &mut audit));
+        {
+            Ok(pod) => {
+                mutate_pod(&pod, &self.config, &self.gate, Volumes::Resolve, &mut audit).await
+            }
+            Err(e) => Err(e),
+        };
         // The one place a business error becomes a denial.
         let resp = match result {
             Ok(None) => resp,
@@ -210,9 +239,11 @@ pub fn pod_from_dynamic(obj: DynamicObject) -> Result<Pod> {
 
 /// Plans and patches one pod, filling the audit record as facts become
 /// known. `Ok(None)`: admit unchanged. Shared by the webhook and `mutate`.
-pub fn mutate_pod(
+pub async fn mutate_pod(
     pod: &Pod,
     cfg: &WebhookConfig,
+    gate: &Gate,
+    volumes: Volumes,
     audit: &mut AdmissionAudit,
 ) -> Result<Option<Patch>> {
     if audit.namespace.is_empty() {
@@ -241,10 +272,59 @@ pub fn mutate_pod(
             );
             Ok(Some(crate::patch::build_remount(pod, &targets)))
         }
-        Planned::Inject(p) => {
+        Planned::Inject(mut p) => {
+            // Filled in first so that a denial's audit line says what was asked.
+            audit.role = p.role.clone();
+            audit.env_vars = p.env.iter().map(|e| e.var.clone()).collect();
+            audit.volume_profiles = p.volumes.iter().map(|v| v.profile.clone()).collect();
+            audit.containers = p.targets.iter().map(|t| t.name.clone()).collect();
+            let env_refs = pod
+                .spec
+                .as_ref()
+                .map(plan::env_reference_paths)
+                .unwrap_or_default();
+            let preq = PolicyRequest {
+                namespace: audit.namespace.clone(),
+                service_account: audit.service_account.clone(),
+                role: p.role.clone(),
+                auth_path: Some(p.agent.auth.mount.clone()),
+                secret_paths: p
+                    .agent
+                    .secrets
+                    .iter()
+                    .map(|s| (s.name.clone(), s.path.clone()))
+                    .collect(),
+                env_paths: p
+                    .env
+                    .iter()
+                    .map(|e| (e.var.clone(), e.path.clone()))
+                    .chain(env_refs.iter().cloned())
+                    .collect(),
+                volume_profiles: p
+                    .volumes
+                    .iter()
+                    .map(|v| (v.name.clone(), v.profile.clone()))
+                    .collect(),
+                agent_resources: p.resources != cfg.agent.resources,
+            };
+            let empty = Default::default();
+            let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+            let (connection, defaults, resolved) = match volumes {
+                Volumes::Resolve => {
+                    let a = gate.admit(annotations, &preq).await?;
+                    (a.connection, a.defaults, a.volumes)
+                }
+                Volumes::Offline => {
+                    let (c, d) = gate.check(annotations, &preq)?;
+                    (c, d, Vec::new())
+                }
+            };
+            connection.apply(&mut p.agent.vault);
+            p.finish(&defaults)?;
+            p.extra_volumes = resolved;
+            audit.role = p.role.clone();
             let patch = crate::patch::build(pod, &p, cfg);
             audit.decision = Decision::Injected;
-            audit.role = p.role.clone();
             audit.secrets = p
                 .agent
                 .secrets
@@ -254,14 +334,23 @@ pub fn mutate_pod(
                     path: s.path.clone(),
                 })
                 .collect();
-            audit.env_vars = p.env.iter().map(|e| e.var.clone()).collect();
-            audit.volume_profiles = p.volumes.iter().map(|v| v.profile.clone()).collect();
-            audit.containers = p.targets.iter().map(|t| t.name.clone()).collect();
+            audit
+                .env_vars
+                .extend(env_refs.iter().map(|(var, _)| var.clone()));
             audit.reason = format!(
-                "{} secret(s), {} env var(s), {} volume(s); agent {}{}",
+                "{} secret(s), {} env var(s), {} volume(s){}{}; agent {}{}",
                 audit.secrets.len(),
                 audit.env_vars.len(),
                 audit.volume_profiles.len(),
+                match &defaults.rule {
+                    Some(r) => format!(", policy rule {r:?}"),
+                    None => String::new(),
+                },
+                if connection.honoured.is_empty() {
+                    String::new()
+                } else {
+                    format!(", overrides allowed: {}", connection.honoured.join(", "))
+                },
                 p.lifecycle.as_str(),
                 if p.native_sidecar {
                     " (native sidecar)"
@@ -302,14 +391,14 @@ mod tests {
     }
 
     async fn run(body: &[u8]) -> (Value, AdmissionAudit) {
-        let inj = Injector::new(Arc::new(WebhookConfig::default()));
+        let inj = Injector::try_new(Arc::new(WebhookConfig::default())).unwrap();
         let r = inj.review(body).await.unwrap();
         (serde_json::from_slice(&r.body).unwrap(), r.audit)
     }
 
     #[tokio::test]
     async fn not_a_review_is_bad() {
-        let inj = Injector::new(Arc::new(WebhookConfig::default()));
+        let inj = Injector::try_new(Arc::new(WebhookConfig::default())).unwrap();
         assert!(matches!(inj.review(b"{").await, Err(BadReview::Json(_))));
         assert!(matches!(inj.review(b"[1]").await, Err(BadReview::Json(_))));
         let no_req = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;

@@ -139,6 +139,9 @@ pub struct InjectionRequest {
     pub containers: Option<Vec<String>>,
     pub agent: Lifecycle,
     pub reload: Option<Reload>,
+    /// `entrypoint-CONTAINER`: the image entrypoint of a container without
+    /// `command`, needed to wrap it with `vault-injector exec`.
+    pub entrypoints: BTreeMap<String, Vec<String>>,
 }
 
 impl InjectionRequest {
@@ -219,6 +222,19 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
                 Some(v) => reload_command = Some((key, v)),
                 None => bad("must not be empty".into()),
             },
+            // Connection overrides: judged against the operator's allowlist
+            // by `policy::overrides`, which denies them by default.
+            "vault-address" | "tls-skip-verify" | "ca-cert" => {}
+            _ if suffix.starts_with("entrypoint-") => {
+                let name = &suffix["entrypoint-".len()..];
+                match parse_entrypoint(value) {
+                    Ok(cmd) if !name.is_empty() => {
+                        req.entrypoints.insert(name.to_string(), cmd);
+                    }
+                    Ok(_) => bad("needs a container name after entrypoint-".into()),
+                    Err(m) => bad(m),
+                }
+            }
             _ => {
                 let Some((family, name)) = split_family(suffix) else {
                     bad(unknown_key_message(suffix));
@@ -340,11 +356,35 @@ fn split_family(suffix: &str) -> Option<(Family, &str)> {
         .find_map(|(p, f)| suffix.strip_prefix(p).map(|name| (*f, name)))
 }
 
+/// A container entrypoint: a JSON array of strings (`["/app/server", "-v"]`)
+/// or a single program path.
+pub fn parse_entrypoint(value: &str) -> Result<Vec<String>, String> {
+    let v = value.trim();
+    let cmd: Vec<String> = if v.starts_with('[') {
+        serde_json::from_str(v).map_err(|e| {
+            format!(
+                "{v:?} is not a JSON array of strings (e.g. [\"/app/server\", \"--flag\"]): {e}"
+            )
+        })?
+    } else if v.is_empty() || v.contains(char::is_whitespace) {
+        return Err(format!(
+            "{v:?}: write the entrypoint as a JSON array of strings, e.g. [\"/app/server\", \"--flag\"]"
+        ));
+    } else {
+        vec![v.to_string()]
+    };
+    if cmd.is_empty() || cmd[0].is_empty() {
+        return Err("the entrypoint must name a program".into());
+    }
+    Ok(cmd)
+}
+
 fn unknown_key_message(suffix: &str) -> String {
     format!(
         "unknown annotation {suffix:?} under {PREFIX} (known: inject, role, auth-path, auth-type, \
          secret-NAME, format-NAME, key-NAME, template-NAME, file-NAME, mode-NAME, env-VAR, \
-         volume-NAME, containers, agent, reload, reload-command, status)"
+         volume-NAME, entrypoint-CONTAINER, containers, agent, reload, reload-command, \
+         vault-address, tls-skip-verify, ca-cert, status)"
     )
 }
 

@@ -260,7 +260,11 @@ pub fn run_copy_self(args: CopySelfArgs) -> anyhow::Result<ExitCode> {
     std::fs::copy(&exe, &tmp)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o555))?;
     std::fs::rename(&tmp, &dest)?;
-    eprintln!("vault-injector: copied {} to {}", exe.display(), dest.display());
+    eprintln!(
+        "vault-injector: copied {} to {}",
+        exe.display(),
+        dest.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

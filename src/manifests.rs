@@ -85,9 +85,10 @@ pub fn run_mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
     };
     let (origin, text) = read_input(&file)?;
     let docs = parse_documents(&origin, &text)?;
+    let gate = crate::policy::gate::Gate::from_config(&cfg)?;
     let mut out = Vec::with_capacity(docs.len());
     for (i, doc) in docs.into_iter().enumerate() {
-        out.push(mutate_document(&origin, i + 1, doc, &cfg)?);
+        out.push(mutate_document(&origin, i + 1, doc, &cfg, &gate)?);
     }
     // Printed only after every document passed, so a denial never leaves
     // half a manifest set on stdout for a pipe to apply.
@@ -174,6 +175,7 @@ fn mutate_document(
     index: usize,
     mut doc: Value,
     cfg: &WebhookConfig,
+    gate: &crate::policy::gate::Gate,
 ) -> Result<Value> {
     let Some(path) = template_path(&doc) else {
         return Ok(doc);
@@ -225,8 +227,23 @@ fn mutate_document(
         namespace,
         ..Default::default()
     };
-    let patch =
-        crate::admission::mutate_pod(&pod, cfg, &mut audit).map_err(|e| fail(e.to_string()))?;
+    // Offline: the gate's pure checks (policy, overrides) run, volume
+    // profiles are not read from Vault.
+    let patch = futures::executor::block_on(crate::admission::mutate_pod(
+        &pod,
+        cfg,
+        gate,
+        crate::admission::Volumes::Offline,
+        &mut audit,
+    ))
+    .map_err(|e| fail(e.to_string()))?;
+    if patch.is_some() && !audit.volume_profiles.is_empty() {
+        eprintln!(
+            "vault-injector mutate: note: volume profile(s) {} are resolved from Vault by the \
+             webhook at admission; this offline output leaves them out",
+            audit.volume_profiles.join(", ")
+        );
+    }
     if let Some(patch) = patch {
         // The patch addresses /metadata and /spec, which the template has in
         // the same shape as a pod; applying it to the raw template keeps
@@ -265,6 +282,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn gate(cfg: &WebhookConfig) -> crate::policy::gate::Gate {
+        crate::policy::gate::Gate::from_config(cfg).unwrap()
+    }
+
     #[test]
     fn documents_split_and_lists_flatten() {
         let docs = parse_documents(
@@ -302,13 +323,20 @@ mod tests {
     fn bad_documents_are_named() {
         let cfg = WebhookConfig::default();
         let doc = json!({"kind": "Deployment", "metadata": {"name": "w"}, "spec": {}});
-        let err = mutate_document("f", 3, doc, &cfg).unwrap_err().to_string();
+        let err = mutate_document("f", 3, doc, &cfg, &gate(&cfg))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("document 3 (Deployment w)"), "{err}");
         assert!(err.contains("spec.template"), "{err}");
         let doc = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": 5}});
-        let err = mutate_document("f", 1, doc, &cfg).unwrap_err().to_string();
+        let err = mutate_document("f", 1, doc, &cfg, &gate(&cfg))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pod spec"), "{err}");
         let plain = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [], "x-unknown": 1}});
-        assert_eq!(mutate_document("f", 1, plain.clone(), &cfg).unwrap(), plain);
+        assert_eq!(
+            mutate_document("f", 1, plain.clone(), &cfg, &gate(&cfg)).unwrap(),
+            plain
+        );
     }
 }

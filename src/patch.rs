@@ -20,8 +20,8 @@ use serde_json::Value;
 use crate::annotations::{Lifecycle, STATUS, STATUS_INJECTED};
 use crate::config::{AuthMethod, WebhookConfig, AGENT_CONFIG_ENV, SECRETS_DIR, STATE_DIR};
 use crate::plan::{
-    Plan, Target, AGENT_CONTAINER, INIT_CONTAINER, SECRETS_VOLUME, STATE_VOLUME, TOKEN_DIR,
-    TOKEN_VOLUME,
+    ExecTarget, Plan, Target, AGENT_CONTAINER, BIN_DIR, BIN_VOLUME, COPY_CONTAINER, INIT_CONTAINER,
+    SECRETS_VOLUME, STATE_VOLUME, TOKEN_DIR, TOKEN_VOLUME,
 };
 
 /// How long the startup probe of the native sidecar waits for the first
@@ -36,22 +36,66 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
     let spec = pod.spec.as_ref().unwrap_or(&empty);
     let mut ops = Vec::with_capacity(8 + plan.targets.len());
 
+    let mut volumes = Vec::new();
     if plan.needs_agent {
-        let mut volumes = vec![
-            memory_volume(SECRETS_VOLUME, &cfg.agent.secrets_volume_size),
-            memory_volume(STATE_VOLUME, &cfg.agent.state_volume_size),
-        ];
-        if uses_token(plan) {
-            volumes.push(token_volume());
-        }
+        volumes.push(memory_volume(
+            SECRETS_VOLUME,
+            &cfg.agent.secrets_volume_size,
+        ));
+        volumes.push(memory_volume(STATE_VOLUME, &cfg.agent.state_volume_size));
+    }
+    if uses_token(plan) && (plan.needs_agent || !plan.exec.is_empty()) {
+        volumes.push(token_volume());
+    }
+    if !plan.exec.is_empty() {
+        volumes.push(memory_volume(BIN_VOLUME, BIN_VOLUME_SIZE));
+    }
+    volumes.extend(plan.extra_volumes.iter().map(|v| v.volume.clone()));
+    if !volumes.is_empty() {
         add_all(
             &mut ops,
             &["spec", "volumes"],
             spec.volumes.is_some(),
             volumes.into_iter().map(to_value),
         );
-        mounts(&mut ops, spec, &plan.targets);
+    }
+    // Mounts (and, below, command rewrites) address existing containers by
+    // index, so they come before anything is inserted into the arrays.
+    let secrets_mount = plan.needs_agent.then(|| VolumeMount {
+        name: SECRETS_VOLUME.into(),
+        mount_path: plan.secrets_mount_path.clone(),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    let extra: Vec<VolumeMount> = plan.extra_volumes.iter().map(|v| v.mount.clone()).collect();
+    for t in &plan.targets {
+        let mut m: Vec<VolumeMount> = secrets_mount.iter().cloned().collect();
+        m.extend(extra.iter().cloned());
+        if let Some(e) = plan
+            .exec
+            .iter()
+            .find(|e| e.init == t.init && e.index == t.index)
+        {
+            m.extend(exec_mounts(plan, e));
+        }
+        container_mounts(&mut ops, spec, t.init, t.index, m);
+    }
+    for e in &plan.exec {
+        if !plan
+            .targets
+            .iter()
+            .any(|t| t.init == e.init && t.index == e.index)
+        {
+            container_mounts(&mut ops, spec, e.init, e.index, exec_mounts(plan, e));
+        }
+        exec_rewrite(&mut ops, plan, e);
+    }
 
+    if !plan.exec.is_empty() {
+        let copy = copy_container(plan, cfg);
+        insert_first_init(&mut ops, spec, copy);
+    }
+    if plan.needs_agent {
         let config = plan.agent.to_json();
         let agent = |name: &str, mode: &str, native: bool, probe: bool| {
             agent_container(name, mode, native, probe, &config, plan, cfg)
@@ -75,7 +119,8 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
         if let Some(init) = init {
             // First, so that every other init container and app container
             // starts with the secrets already rendered.
-            if spec.init_containers.is_some() {
+            let has_inits = spec.init_containers.is_some() || !plan.exec.is_empty();
+            if has_inits {
                 ops.push(add(
                     PointerBuf::from_tokens(["spec", "initContainers", "0"]),
                     to_value(init),
@@ -95,8 +140,92 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
         }
     }
 
-    status_annotation(&mut ops, pod);
+    status_annotation(&mut ops, pod, plan.vault_k8s);
     Patch(ops)
+}
+
+/// Size limit of the memory volume holding the binary copy for `exec`.
+pub const BIN_VOLUME_SIZE: &str = "64Mi";
+
+fn insert_first_init(ops: &mut Vec<PatchOperation>, spec: &PodSpec, c: Container) {
+    if spec.init_containers.is_some() {
+        ops.push(add(
+            PointerBuf::from_tokens(["spec", "initContainers", "0"]),
+            to_value(c),
+        ));
+    } else {
+        ops.push(add(
+            PointerBuf::from_tokens(["spec", "initContainers"]),
+            Value::Array(vec![to_value(c)]),
+        ));
+    }
+}
+
+fn exec_mounts(plan: &Plan, _e: &ExecTarget) -> Vec<VolumeMount> {
+    let mut m = vec![VolumeMount {
+        name: BIN_VOLUME.into(),
+        mount_path: BIN_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    if uses_token(plan) {
+        m.push(VolumeMount {
+            name: TOKEN_VOLUME.into(),
+            mount_path: TOKEN_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    m
+}
+
+/// `command: [/vault/bin/vault-injector, exec, --, ORIGINAL...]` (args are
+/// left as they are: the kubelet appends them after the command) and the
+/// config `exec` reads, which names paths and keys, never values.
+fn exec_rewrite(ops: &mut Vec<PatchOperation>, plan: &Plan, e: &ExecTarget) {
+    let list = if e.init {
+        "initContainers"
+    } else {
+        "containers"
+    };
+    let index = e.index.to_string();
+    let mut command = vec![
+        format!("{BIN_DIR}/vault-injector"),
+        "exec".to_string(),
+        "--".to_string(),
+    ];
+    command.extend(e.command.iter().cloned());
+    ops.push(add(
+        PointerBuf::from_tokens(["spec", list, &index, "command"]),
+        to_value(command),
+    ));
+    let mut cfg = plan.agent.clone();
+    cfg.secrets.clear();
+    cfg.env
+        .retain(|s| s.containers.is_empty() || s.containers.contains(&e.name));
+    let var = to_value(EnvVar {
+        name: AGENT_CONFIG_ENV.into(),
+        value: Some(cfg.to_json()),
+        value_from: None,
+    });
+    add_all(
+        ops,
+        &["spec", list, &index, "env"],
+        e.has_env,
+        std::iter::once(var),
+    );
+}
+
+fn copy_container(plan: &Plan, cfg: &WebhookConfig) -> Container {
+    let mut c = agent_container(COPY_CONTAINER, "init", false, false, "", plan, cfg);
+    c.args = Some(vec!["copy-self".into(), BIN_DIR.into()]);
+    c.env = None;
+    c.volume_mounts = Some(vec![VolumeMount {
+        name: BIN_VOLUME.into(),
+        mount_path: BIN_DIR.into(),
+        ..Default::default()
+    }]);
+    c
 }
 
 /// The patch for a pod seen again after injection: mount the secrets into
@@ -143,42 +272,76 @@ fn add_all(
 }
 
 fn mounts(ops: &mut Vec<PatchOperation>, spec: &PodSpec, targets: &[Target]) {
-    let mount = to_value(VolumeMount {
+    // A remount only happens for pods injected before; their secrets are at
+    // the path the first injection chose, which the container spec of an
+    // already-mounted sibling tells.
+    let path = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.volume_mounts.iter().flatten())
+        .find(|m| m.name == SECRETS_VOLUME && m.read_only == Some(true))
+        .map(|m| m.mount_path.clone())
+        .unwrap_or_else(|| SECRETS_DIR.into());
+    let mount = VolumeMount {
         name: SECRETS_VOLUME.into(),
-        mount_path: SECRETS_DIR.into(),
+        mount_path: path,
         read_only: Some(true),
         ..Default::default()
-    });
+    };
     for t in targets {
-        let (list, container) = if t.init {
-            (
-                "initContainers",
-                spec.init_containers.as_ref().and_then(|c| c.get(t.index)),
-            )
-        } else {
-            ("containers", spec.containers.get(t.index))
-        };
-        let exists = container.is_some_and(|c| c.volume_mounts.is_some());
-        let index = t.index.to_string();
-        add_all(
-            ops,
-            &["spec", list, &index, "volumeMounts"],
-            exists,
-            std::iter::once(mount.clone()),
-        );
+        container_mounts(ops, spec, t.init, t.index, vec![mount.clone()]);
     }
 }
 
-fn status_annotation(ops: &mut Vec<PatchOperation>, pod: &Pod) {
-    if pod.metadata.annotations.is_some() {
-        ops.push(add(
-            PointerBuf::from_tokens(["metadata", "annotations", STATUS]),
-            Value::String(STATUS_INJECTED.into()),
-        ));
+fn container_mounts(
+    ops: &mut Vec<PatchOperation>,
+    spec: &PodSpec,
+    init: bool,
+    index: usize,
+    mounts: Vec<VolumeMount>,
+) {
+    if mounts.is_empty() {
+        return;
+    }
+    let (list, container) = if init {
+        (
+            "initContainers",
+            spec.init_containers.as_ref().and_then(|c| c.get(index)),
+        )
     } else {
+        ("containers", spec.containers.get(index))
+    };
+    let exists = container.is_some_and(|c| c.volume_mounts.is_some());
+    let index = index.to_string();
+    add_all(
+        ops,
+        &["spec", list, &index, "volumeMounts"],
+        exists,
+        mounts.into_iter().map(to_value),
+    );
+}
+
+fn status_annotation(ops: &mut Vec<PatchOperation>, pod: &Pod, vault_k8s: bool) {
+    let mut keys = vec![STATUS];
+    if vault_k8s {
+        keys.push(crate::compat::vaultk8s::STATUS);
+    }
+    if pod.metadata.annotations.is_some() {
+        for k in keys {
+            ops.push(add(
+                PointerBuf::from_tokens(["metadata", "annotations", k]),
+                Value::String(STATUS_INJECTED.into()),
+            ));
+        }
+    } else {
+        let map: serde_json::Map<String, Value> = keys
+            .into_iter()
+            .map(|k| (k.to_string(), Value::String(STATUS_INJECTED.into())))
+            .collect();
         ops.push(add(
             PointerBuf::from_tokens(["metadata", "annotations"]),
-            serde_json::json!({ STATUS: STATUS_INJECTED }),
+            Value::Object(map),
         ));
     }
 }
@@ -247,7 +410,7 @@ fn agent_container(
     }
     Container {
         name: name.into(),
-        image: Some(cfg.agent.image.clone()),
+        image: Some(plan.image.clone()),
         image_pull_policy: Some(cfg.agent.image_pull_policy.clone()),
         command: Some(vec!["vault-injector".into()]),
         args: Some(vec!["agent".into(), "--mode".into(), mode.into()]),
@@ -256,7 +419,7 @@ fn agent_container(
             value: Some(config.into()),
             value_from: None,
         }]),
-        resources: Some(cfg.agent.resources.clone()),
+        resources: Some(plan.resources.clone()),
         restart_policy: native.then(|| "Always".into()),
         startup_probe: startup_probe.then(|| Probe {
             exec: Some(ExecAction {

@@ -5,11 +5,13 @@
 //! containers, is a role known); the annotation syntax lives in
 //! `annotations`.
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::annotations::{
     self, EnvRequest, InjectionRequest, Lifecycle, Problem, VolumeRequest, INJECT, PREFIX,
 };
+use crate::compat::{bankvaults, goparse, vaultk8s};
 use crate::config::{
     auth_mount, AgentAuth, AgentConfig, AuthMethod, EnvSpec, PodIdentity, SecretSpec,
     WebhookConfig, SECRETS_DIR, STATE_DIR,
@@ -27,6 +29,11 @@ pub const INIT_CONTAINER: &str = "vault-injector-init";
 /// Where the agent's own service-account token is projected.
 pub const TOKEN_DIR: &str = "/var/run/secrets/vault-injector";
 pub const TOKEN_PATH: &str = "/var/run/secrets/vault-injector/token";
+/// Memory volume holding a copy of the binary for `vault-injector exec`.
+pub const BIN_VOLUME: &str = "vault-injector-bin";
+pub const BIN_DIR: &str = "/vault/bin";
+/// The init container that copies the binary into [`BIN_VOLUME`].
+pub const COPY_CONTAINER: &str = "vault-injector-copy";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -78,6 +85,65 @@ pub struct Plan {
     pub env: Vec<EnvRequest>,
     pub volumes: Vec<VolumeRequest>,
     pub pod_name: String,
+    /// Where target containers see the secrets (vault-k8s
+    /// `secret-volume-path`; `/vault/secrets` otherwise).
+    pub secrets_mount_path: String,
+    /// Agent resources; the operator's unless annotations or policy say
+    /// otherwise.
+    pub resources: ResourceRequirements,
+    /// Agent image; the operator's unless the policy rule names one.
+    pub image: String,
+    /// The pod used vault-k8s annotations: its status annotation is written
+    /// too, so a vault-k8s injector still installed leaves the pod alone.
+    pub vault_k8s: bool,
+    /// Containers whose command is wrapped by `vault-injector exec`.
+    pub exec: Vec<ExecTarget>,
+    /// Production volumes, resolved from Vault by admission (never by the
+    /// pure planner, which leaves this empty).
+    pub extra_volumes: Vec<crate::volumes::ResolvedVolume>,
+}
+
+/// A container that gets env-var secrets through `vault-injector exec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecTarget {
+    pub name: String,
+    pub init: bool,
+    pub index: usize,
+    /// The program to run: the container's `command`, or the entrypoint
+    /// from `vault-injector.io/entrypoint-NAME`.
+    pub command: Vec<String>,
+    /// The container already has an `env` list.
+    pub has_env: bool,
+}
+
+impl Plan {
+    /// Applies what the cluster policy contributes, then checks what could
+    /// only be checked once it had: a role must be known.
+    pub fn finish(&mut self, defaults: &crate::policy::Defaults) -> Result<()> {
+        if self.role.is_none() {
+            self.role = defaults.role.clone();
+        }
+        if let Some(r) = &defaults.agent_resources {
+            self.resources = r.clone();
+        }
+        if let Some(i) = &defaults.agent_image {
+            self.image = i.clone();
+        }
+        if self.role.is_none() && self.agent.auth.method != AuthMethod::Approle {
+            return Err(Problem::new(
+                if self.vault_k8s {
+                    format!("{}role", vaultk8s::PREFIX)
+                } else {
+                    format!("{PREFIX}role")
+                },
+                "no Vault role: set this annotation (neither the webhook config nor the \
+                 cluster policy gives a default role)",
+            )
+            .into_plan());
+        }
+        self.agent.auth.role = self.role.clone().unwrap_or_default();
+        Ok(())
+    }
 }
 
 /// Pod name for logs and audit: the name, or `generateName*`.
@@ -107,14 +173,39 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
     }
     let empty = Default::default();
     let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
-    // Decided before full parsing so that `inject: "false"` switches a pod
-    // off even while its other annotations are being fixed.
-    match annotations.get(INJECT).map(|v| annotations::parse_bool(v)) {
-        None => return Ok(Planned::Skip(format!("no {INJECT} annotation"))),
-        Some(Some(false)) => return Ok(Planned::Skip(format!("{INJECT} is false"))),
-        _ => {}
-    }
-    let req = annotations::from_annotations(annotations)?;
+    // The opt-in is decided before full parsing so that `inject: "false"`
+    // switches a pod off even while its other annotations are being fixed.
+    let (req, extras) = match (annotations.get(INJECT), annotations.get(vaultk8s::INJECT)) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::new(
+                INJECT,
+                format!(
+                    "the pod also has {}; use one annotation dialect so two injectors \
+                     never act on the same pod",
+                    vaultk8s::INJECT
+                ),
+            )
+            .into_plan())
+        }
+        (None, None) => return Ok(Planned::Skip(format!("no {INJECT} annotation"))),
+        (Some(v), None) => {
+            if annotations::parse_bool(v) == Some(false) {
+                return Ok(Planned::Skip(format!("{INJECT} is false")));
+            }
+            (annotations::from_annotations(annotations)?, None)
+        }
+        (None, Some(v)) => {
+            if goparse::parse_bool(v) == Ok(false) {
+                return Ok(Planned::Skip(format!("{} is false", vaultk8s::INJECT)));
+            }
+            match vaultk8s::from_annotations(annotations)? {
+                Some((req, extras)) => (req, Some(extras)),
+                None => return Ok(Planned::Skip(format!("no {INJECT} annotation"))),
+            }
+        }
+    };
+    let vault_k8s = extras.is_some();
+    let extras = extras.unwrap_or_default();
     let spec = pod
         .spec
         .as_ref()
@@ -132,7 +223,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             Planned::Remount(missing)
         });
     }
-    if let Some(status) = &req.status {
+    if let Some(status) = req.status.as_ref().filter(|_| !vault_k8s) {
         return Err(Problem::new(
             format!("{PREFIX}status"),
             format!("is written by the webhook, not by users (found {status:?})"),
@@ -140,11 +231,14 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         .into_plan());
     }
 
-    if req.secrets.is_empty() && req.env.is_empty() && req.volumes.is_empty() {
+    let env_refs = env_references(spec)?;
+    if req.secrets.is_empty() && req.env.is_empty() && req.volumes.is_empty() && env_refs.is_empty()
+    {
         return Err(Problem::new(
             INJECT,
             format!(
-                "is true but there is no {PREFIX}secret-NAME, env-VAR or volume-NAME annotation"
+                "is true but there is no {PREFIX}secret-NAME, env-VAR or volume-NAME annotation \
+                 and no container env value of the form vault:PATH#KEY"
             ),
         )
         .into_plan());
@@ -152,15 +246,10 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
     check_reserved_names(spec)?;
     let targets = targets(&req, spec, false)?;
 
+    let exec = exec_targets(&req, spec, &targets, &env_refs)?;
     let method = req.auth_type.unwrap_or(cfg.auth.method);
+    // A missing role may still come from the cluster policy: `Plan::finish`.
     let role = req.role.clone().or_else(|| cfg.auth.role.clone());
-    if role.is_none() && method != AuthMethod::Approle {
-        return Err(Problem::new(
-            format!("{PREFIX}role"),
-            "no Vault role: set this annotation (the webhook config has no default auth.role)",
-        )
-        .into_plan());
-    }
     let pod_name = pod_display_name(pod);
     let target_names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let InjectionRequest {
@@ -172,21 +261,32 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         reload,
         ..
     } = req;
+    let mut vault: crate::config::VaultConnection = (&cfg.vault).into();
+    if let Some(ns) = &extras.vault_namespace {
+        vault.namespace = Some(ns.clone());
+    }
     let agent = AgentConfig {
-        vault: (&cfg.vault).into(),
+        vault,
         auth: AgentAuth {
             method,
             mount: auth_mount(auth_path.as_deref().unwrap_or(&cfg.auth.path)),
             role: role.clone().unwrap_or_default(),
             token_path: TOKEN_PATH.into(),
-            role_id_path: None,
-            secret_id_path: None,
+            role_id_path: extras.auth_config.get("role_id_file_path").cloned(),
+            secret_id_path: extras.auth_config.get("secret_id_file_path").cloned(),
         },
         secrets_dir: SECRETS_DIR.into(),
         state_dir: STATE_DIR.into(),
         secrets: secrets
             .into_iter()
             .map(|s| SecretSpec {
+                error_on_missing_key: extras
+                    .error_on_missing_key
+                    .get(&s.name)
+                    .copied()
+                    .unwrap_or(false),
+                command: extras.commands.get(&s.name).cloned(),
+                go_template: vault_k8s,
                 name: s.name,
                 path: s.path,
                 file: s.file,
@@ -194,9 +294,6 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
                 format: s.format,
                 key: s.key,
                 template: s.template,
-                error_on_missing_key: false,
-                command: None,
-                go_template: false,
             })
             .collect(),
         env: env
@@ -211,7 +308,9 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             .collect(),
         refresh_interval_secs: cfg.refresh_interval_secs(),
         reload,
-        revoke_on_shutdown: cfg.agent.revoke_on_shutdown,
+        revoke_on_shutdown: extras
+            .revoke_on_shutdown
+            .unwrap_or(cfg.agent.revoke_on_shutdown),
         log_format: cfg.agent.log_format,
         pod: PodIdentity {
             namespace: ctx.namespace.clone(),
@@ -223,14 +322,28 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
     // as a fixed non-root user, the agent runs as that user too so the default
     // mode 0400 stays readable by the app.
     let pod_sc = spec.security_context.as_ref();
-    let run_as_user = pod_sc
-        .and_then(|s| s.run_as_user)
-        .filter(|&u| u != 0)
-        .unwrap_or(cfg.agent.run_as_user);
-    let run_as_group = pod_sc
-        .and_then(|s| s.run_as_group)
-        .filter(|&g| g != 0)
-        .unwrap_or(cfg.agent.run_as_group);
+    let run_as_user = extras.run_as_user.unwrap_or_else(|| {
+        pod_sc
+            .and_then(|s| s.run_as_user)
+            .filter(|&u| u != 0)
+            .unwrap_or(cfg.agent.run_as_user)
+    });
+    let run_as_group = extras.run_as_group.unwrap_or_else(|| {
+        pod_sc
+            .and_then(|s| s.run_as_group)
+            .filter(|&g| g != 0)
+            .unwrap_or(cfg.agent.run_as_group)
+    });
+    let mut resources = cfg.agent.resources.clone();
+    for (list, wanted) in [
+        (&mut resources.limits, &extras.limits),
+        (&mut resources.requests, &extras.requests),
+    ] {
+        for (k, v) in wanted {
+            list.get_or_insert_with(Default::default)
+                .insert(k.clone(), Quantity(v.clone()));
+        }
+    }
     Ok(Planned::Inject(Box::new(Plan {
         lifecycle,
         native_sidecar: cfg.agent.native_sidecar,
@@ -243,7 +356,128 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         env,
         volumes,
         pod_name,
+        secrets_mount_path: extras
+            .secret_volume_path
+            .clone()
+            .unwrap_or_else(|| SECRETS_DIR.to_string()),
+        resources,
+        image: cfg.agent.image.clone(),
+        vault_k8s,
+        exec,
+        extra_volumes: Vec::new(),
     })))
+}
+
+/// `(VAR, PATH)` of every valid `vault:` env value, for the policy check.
+pub fn env_reference_paths(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<(String, String)> {
+    env_references(spec)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, _, var, r)| (var, r.path))
+        .collect()
+}
+
+/// Every `vault:PATH#KEY[#VERSION]` env value in the pod, validated:
+/// (container name, is init, variable, reference).
+fn env_references(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+) -> Result<Vec<(String, bool, String, bankvaults::EnvRef)>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    let all = spec
+        .containers
+        .iter()
+        .map(|c| (c, false))
+        .chain(spec.init_containers.iter().flatten().map(|c| (c, true)));
+    for (c, init) in all {
+        for e in c.env.iter().flatten() {
+            let Some(v) = e.value.as_deref().filter(|v| bankvaults::is_ref(v)) else {
+                continue;
+            };
+            match bankvaults::parse(v) {
+                Ok(r) => out.push((c.name.clone(), init, e.name.clone(), r)),
+                Err(m) => problems.push(format!("container {:?} env {}: {m}", c.name, e.name)),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Pod(problems.join("; ")))
+    }
+}
+
+/// Containers that need `vault-injector exec`: those with `vault:` env
+/// values, and the targets when `env-VAR` annotations exist.
+fn exec_targets(
+    req: &InjectionRequest,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    targets: &[Target],
+    env_refs: &[(String, bool, String, bankvaults::EnvRef)],
+) -> Result<Vec<ExecTarget>> {
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    let inits: &[Container] = spec.init_containers.as_deref().unwrap_or(&[]);
+    let all = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c, false, i))
+        .chain(inits.iter().enumerate().map(|(i, c)| (c, true, i)))
+        .filter(|(c, _, _)| !is_ours(&c.name));
+    for (c, init, index) in all {
+        let has_refs = env_refs
+            .iter()
+            .any(|(n, i, _, _)| n == &c.name && *i == init);
+        let annotated = !req.env.is_empty()
+            && targets
+                .iter()
+                .any(|t| t.name == c.name && t.init == init && t.index == index);
+        if !has_refs && !annotated {
+            continue;
+        }
+        let key = format!("{PREFIX}entrypoint-{}", c.name);
+        let command = match (
+            c.command.as_ref().filter(|c| !c.is_empty()),
+            req.entrypoints.get(&c.name),
+        ) {
+            (Some(cmd), _) => cmd.clone(),
+            (None, Some(ep)) => ep.clone(),
+            (None, None) => {
+                problems.push(Problem::new(
+                    key,
+                    format!(
+                        "container {:?} gets Vault env vars through `vault-injector exec` but has \
+                         no command, and the webhook does not read image entrypoints at \
+                         admission: set this annotation to the image's entrypoint as a JSON \
+                         array, e.g. [\"/app/server\"], or set the container's command",
+                        c.name
+                    ),
+                ));
+                continue;
+            }
+        };
+        out.push(ExecTarget {
+            name: c.name.clone(),
+            init,
+            index,
+            command,
+            has_env: c.env.is_some(),
+        });
+    }
+    for name in req.entrypoints.keys() {
+        if !spec.containers.iter().chain(inits).any(|c| &c.name == name) {
+            problems.push(Problem::new(
+                format!("{PREFIX}entrypoint-{name}"),
+                format!("there is no container {name:?} in the pod"),
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Annotations(annotations::Error { problems }))
+    }
 }
 
 impl Problem {
@@ -264,7 +498,7 @@ fn is_own_pod(pod: &Pod, cfg: &WebhookConfig) -> bool {
 }
 
 fn is_ours(name: &str) -> bool {
-    name == AGENT_CONTAINER || name == INIT_CONTAINER
+    name == AGENT_CONTAINER || name == INIT_CONTAINER || name == COPY_CONTAINER
 }
 
 fn container_at<'a>(spec: &'a k8s_openapi::api::core::v1::PodSpec, t: &Target) -> &'a Container {
@@ -359,7 +593,7 @@ fn check_reserved_names(spec: &k8s_openapi::api::core::v1::PodSpec) -> Result<()
         ))
     };
     for v in spec.volumes.iter().flatten() {
-        if [SECRETS_VOLUME, STATE_VOLUME, TOKEN_VOLUME].contains(&v.name.as_str()) {
+        if [SECRETS_VOLUME, STATE_VOLUME, TOKEN_VOLUME, BIN_VOLUME].contains(&v.name.as_str()) {
             return Err(clash(&v.name));
         }
     }

@@ -85,6 +85,9 @@ pub struct WebhookArgs {
         env = "VAULT_INJECTOR_TLS_RELOAD_INTERVAL"
     )]
     pub tls_reload_interval: Duration,
+    /// In-cluster certificate management (Helm `tls.mode=auto`).
+    #[command(flatten)]
+    pub auto_tls: crate::autotls::AutoTlsArgs,
 }
 
 /// A TLS handshake that does not finish in this time is dropped, so idle
@@ -462,12 +465,42 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         drain_timeout,
         max_concurrency,
         tls_reload_interval,
+        auto_tls,
     } = args;
     let cfg = match &config {
         Some(path) => WebhookConfig::load(path)?,
         None => WebhookConfig::default(),
     };
     crate::logging::init(log_format.unwrap_or(cfg.injector.log_format));
+
+    // Auto-TLS writes the key pair the file reloader below serves, so it
+    // must have produced one before the material is validated.
+    let (auto_tls_stop, auto_tls_stopped) = tokio::sync::watch::channel(false);
+    let auto_tls_task = if auto_tls.auto_tls {
+        let (cert, key) = auto_tls.cert_paths();
+        if cert != tls_cert || key != tls_key {
+            anyhow::bail!(
+                "--auto-tls writes {} and {}; set --tls-cert and --tls-key to those paths",
+                cert.display(),
+                key.display()
+            );
+        }
+        let client = kube::Client::try_default()
+            .await
+            .context("auto-TLS needs a Kubernetes client")?;
+        let mut stopped = auto_tls_stopped.clone();
+        let shutdown = async move {
+            let _ = stopped.changed().await;
+        };
+        Some(
+            crate::autotls::spawn(auto_tls, client, shutdown, Duration::from_secs(120))
+                .await
+                .context("auto-TLS")?,
+        )
+    } else {
+        None
+    };
+    drop(auto_tls_stopped);
 
     // Bad TLS material is a startup error, before any socket exists, so a
     // broken Secret never produces a pod that is bound but cannot serve.
@@ -491,12 +524,10 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let reloader = tokio::spawn(store.clone().watch(tls_reload_interval, metrics.clone()));
 
     let (audit_sink, audit_writer) = AuditSink::stdout();
-    let webhook = Webhook::new(
-        Injector::new(Arc::new(cfg)),
-        metrics,
-        audit_sink,
-        max_concurrency as usize,
-    );
+    let policy_settings = cfg.policy.clone();
+    let injector = Injector::try_new(Arc::new(cfg)).context("loading the cluster policy")?;
+    let policy_reloader = injector.gate().spawn_policy_reloader(&policy_settings);
+    let webhook = Webhook::new(injector, metrics, audit_sink, max_concurrency as usize);
     let mut signals = Signals::new().context("installing signal handlers")?;
 
     let listener = TcpListener::bind(listen)
@@ -544,6 +575,21 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         }
     }
     reloader.abort();
+    if let Some(r) = policy_reloader {
+        r.abort();
+    }
+    let _ = auto_tls_stop.send(true);
+    if let Some(t) = auto_tls_task {
+        // Lets the leader hand its Lease over before the process ends.
+        match tokio::time::timeout(Duration::from_secs(5), t).await {
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "auto-TLS controller stopped with an error")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "auto-TLS controller task failed"),
+            Err(_) => tracing::warn!("auto-TLS controller did not stop within 5s"),
+            Ok(Ok(Ok(()))) => {}
+        }
+    }
     drop(webhook);
     audit_writer.finish().await;
     let _ = admin_stop.send(());
@@ -561,7 +607,7 @@ mod tests {
         cfg.injector.max_body_bytes = max_body;
         let (sink, _writer) = AuditSink::stdout();
         Webhook::new(
-            Injector::new(Arc::new(cfg)),
+            Injector::try_new(Arc::new(cfg)).unwrap(),
             Arc::new(Metrics::new()),
             sink,
             4,

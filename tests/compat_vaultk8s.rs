@@ -152,7 +152,8 @@ const CASES: &[Case] = &[
     ("secret-volume-path", "/etc/../root", Some("absolute path")),
     ("secret-volume-path-db", "/x", Some("per-secret mount paths")),
     // Operator-only: a pod cannot redirect the agent.
-    ("service", "https://evil.example:8200", Some("set by the operator")),
+    // The address is judged by the operator's allowlist (policy gate), not here.
+    ("service", "https://vault.other:8200", None),
     ("ca-cert", "/etc/ca.pem", Some("set by the operator")),
     ("tls-server-name", "evil", Some("set by the operator")),
     ("proxy-address", "http://proxy:3128", Some("set by the operator")),

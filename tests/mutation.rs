@@ -36,7 +36,7 @@ fn load(fixture: &str) -> Value {
 }
 
 async fn review_with(review: &Value, cfg: WebhookConfig) -> Outcome {
-    let injector = Injector::new(Arc::new(cfg));
+    let injector = Injector::try_new(Arc::new(cfg)).unwrap();
     let body = serde_json::to_vec(review).unwrap();
     let out = injector.review(&body).await.expect("a valid review");
     let v: Value = serde_json::from_slice(&out.body).expect("response is JSON");

@@ -87,7 +87,6 @@ const IGNORED: &[&str] = &[
 /// Annotations that would let a pod author change where the agent connects,
 /// how it verifies TLS or what runs in the pod: denied (operators set these).
 const OPERATOR_ONLY: &[&str] = &[
-    "service",
     "ca-cert",
     "ca-key",
     "client-cert",
@@ -229,6 +228,9 @@ pub fn from_annotations(
             continue;
         }
         match suffix {
+            // The agent's address: allowed only through the operator's
+            // allowlist, which `policy::overrides` checks.
+            "service" => {}
             "agent-inject" | "agent-inject-status" | "preserve-secret-case"
             | "agent-pre-populate" | "agent-pre-populate-only" | "agent-init-first"
             | "tls-skip-verify" | "agent-revoke-on-shutdown" | "agent-inject-default-template" => {}

@@ -56,8 +56,8 @@ pub fn data(name: &str) -> PathBuf {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vault-injector"))
 }
-pub mod webhook;
 pub mod agent;
+pub mod bao_dev;
 pub mod openbao;
 pub mod postgres;
-pub mod bao_dev;
+pub mod webhook;
