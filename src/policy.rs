@@ -256,22 +256,26 @@ impl Policy {
 
     /// Decides a request. Pure: same policy and request, same answer.
     pub fn check(&self, req: &PolicyRequest) -> Result<Defaults, Denial> {
-        let who = format!(
-            "policy: namespace {:?} service account {:?}",
-            req.namespace, req.service_account
-        );
+        // Built only for a denial: the allowed path should not allocate text.
+        let who = || {
+            format!(
+                "policy: namespace {:?} service account {:?}",
+                req.namespace, req.service_account
+            )
+        };
         let Some(rule) = self.rule_for(&req.namespace, &req.service_account) else {
             return Err(Denial {
                 kind: DenialKind::NoRule,
                 rule: None,
-                message: format!("{who} is not admitted by any policy rule"),
+                message: format!("{} is not admitted by any policy rule", who()),
             });
         };
         let deny = |kind, what: String, allows: &str, list: &[String]| Denial {
             kind,
             rule: Some(rule.name.clone()),
             message: format!(
-                "{who} may not use {what} (rule {:?} {allows}: {})",
+                "{} may not use {what} (rule {:?} {allows}: {})",
+                who(),
                 rule.name,
                 if list.is_empty() {
                     "none".to_string()
@@ -309,30 +313,34 @@ impl Policy {
         let paths = req
             .secret_paths
             .iter()
-            .map(|(n, p)| (DenialKind::SecretPath, format!("secret {n:?}"), p))
+            .map(|(n, p)| (DenialKind::SecretPath, "secret", n, p))
             .chain(
                 req.env_paths
                     .iter()
-                    .map(|(n, p)| (DenialKind::EnvPath, format!("env var {n:?}"), p)),
+                    .map(|(n, p)| (DenialKind::EnvPath, "env var", n, p)),
             );
-        for (kind, what, path) in paths {
+        for (kind, noun, name, path) in paths {
+            let what = || format!("{noun} {name:?}");
             if glob::path_is_suspicious(path) {
                 return Err(Denial {
                     kind,
                     rule: Some(rule.name.clone()),
                     message: format!(
-                        "{who} may not use path {path:?} for {what}: \".\" and \"..\" segments are not allowed"
+                        "{} may not use path {path:?} for {}: \".\" and \"..\" segments are not allowed",
+                        who(),
+                        what()
                     ),
                 });
             }
+            let segments = glob::canonical_segments(path);
             if !rule
                 .secret_paths
                 .iter()
-                .any(|pre| glob::path_within(pre, path))
+                .any(|pre| glob::segments_within(pre, &segments))
             {
                 return Err(deny(
                     kind,
-                    format!("path {path:?} for {what}"),
+                    format!("path {path:?} for {}", what()),
                     "allows paths under",
                     &rule.secret_paths,
                 ));
@@ -353,7 +361,8 @@ impl Policy {
                 kind: DenialKind::AgentResources,
                 rule: Some(rule.name.clone()),
                 message: format!(
-                    "{who} may not set agent resources with annotations (rule {:?} sets allowAgentResources: false)",
+                    "{} may not set agent resources with annotations (rule {:?} sets allowAgentResources: false)",
+                    who(),
                     rule.name
                 ),
             });

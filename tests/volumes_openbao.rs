@@ -309,3 +309,27 @@ async fn the_webhook_verifies_vault_with_the_configured_ca() {
         .await
         .expect("operator chose tlsSkipVerify");
 }
+
+/// The webhook's token expires; the next read logs in again by itself.
+#[tokio::test]
+async fn an_expired_webhook_token_is_replaced() {
+    let Some((bao, _dir, mut cfg)) = setup().await else {
+        return;
+    };
+    bao.post(
+        "auth/approle/role/vault-injector",
+        json!({"token_policies": ["vault-injector"], "token_ttl": "2s", "token_max_ttl": "2s"}),
+    )
+    .await;
+    cfg.volumes.cache_ttl = "500ms".into();
+    let store = ProfileStore::new(&cfg);
+    store
+        .resolve("data", "team-a-data", "team-a", "web")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    store
+        .resolve("data", "team-a-data", "team-a", "web")
+        .await
+        .expect("re-login after the token expired");
+}

@@ -1,6 +1,19 @@
 //! The one call the admission path makes for issue 6: connection overrides,
 //! cluster policy, then volume profiles, in that order, so a pod the pure
 //! checks refuse never makes the webhook contact Vault.
+//!
+//! Wiring: build one [`Gate`] at startup with [`Gate::from_config`] (a
+//! configured but unreadable policy is a startup error) and start
+//! [`Gate::spawn_policy_reloader`]. Per admission, once the annotations have
+//! been validated into a plan, fill a [`PolicyRequest`] from the plan (the
+//! role and auth path only when the pod named them; env paths without
+//! `#KEY`; the service account defaulting to `default`; the namespace from
+//! the AdmissionRequest) and call [`Gate::admit`] with the pod's annotations.
+//! `Err(d)`: deny with `d.to_string()`, audit `d.decision()`. `Ok(a)`: fill
+//! the role and agent resources/image from `a.defaults` where the pod set
+//! none, `a.connection.apply(&mut agent_config.vault)`, add each of
+//! `a.volumes` (`volume` to the pod, `mount` to the target containers).
+//! The offline `mutate` command can call [`Gate::check`] alone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

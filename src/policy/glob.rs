@@ -6,17 +6,30 @@
 
 /// `*` matches any run of characters (including none), `?` one character.
 pub fn matches(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    // Iterative matcher with single-star backtracking: linear in practice and
-    // immune to the exponential blow-up of naive recursion.
+    if !pattern.contains(['*', '?']) {
+        return pattern == text;
+    }
+    // Bytes are characters for ASCII, the common case (namespaces, roles);
+    // anything else is matched per char so `?` never splits a UTF-8 sequence.
+    if pattern.is_ascii() && text.is_ascii() {
+        match_slices(pattern.as_bytes(), text.as_bytes(), b'*', b'?')
+    } else {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        match_slices(&p, &t, '*', '?')
+    }
+}
+
+/// Iterative matcher with single-star backtracking: linear in practice and
+/// immune to the exponential blow-up of naive recursion.
+fn match_slices<T: PartialEq + Copy>(p: &[T], t: &[T], star_c: T, any: T) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == any || p[pi] == t[ti]) && p[pi] != star_c {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == star_c {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -27,7 +40,7 @@ pub fn matches(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == star_c)
 }
 
 pub fn any_matches(patterns: &[String], text: &str) -> bool {
@@ -59,9 +72,13 @@ pub fn canonical_segments(path: &str) -> Vec<&str> {
 /// prefix segment a glob), so `secret/team-a` does not admit `secret/team-ab`.
 /// `*` alone admits every path.
 pub fn path_within(prefix: &str, path: &str) -> bool {
+    segments_within(prefix, &canonical_segments(path))
+}
+
+/// [`path_within`] for a path already split by [`canonical_segments`].
+pub fn segments_within(prefix: &str, path: &[&str]) -> bool {
     let pre = canonical_segments(prefix);
-    let p = canonical_segments(path);
-    !pre.is_empty() && p.len() >= pre.len() && pre.iter().zip(&p).all(|(g, s)| matches(g, s))
+    !pre.is_empty() && path.len() >= pre.len() && pre.iter().zip(path).all(|(g, s)| matches(g, s))
 }
 
 /// A path a pod may not name at all: `..` or `.` segments could walk out of
@@ -85,6 +102,9 @@ mod tests {
         assert!(!matches("team-*", "other"));
         assert!(!matches("team", "team-a"));
         assert!(!matches("a*b", "a"));
+        assert!(matches("é?", "éü"));
+        assert!(!matches("é?", "é"));
+        assert!(matches("*b", "*b"));
     }
 
     #[test]

@@ -140,6 +140,22 @@ fn string_list(profile: &str, field: &str, v: Option<&Value>) -> Result<Vec<Stri
         .collect()
 }
 
+/// A mount path the webhook will add: absolute, not `/`, no `..`, and clear
+/// of the injector's own mounts (a volume over `/vault/secrets` would hide or
+/// replace the rendered secrets).
+fn check_mount_path(mount_path: &str) -> Result<(), String> {
+    if !mount_path.starts_with('/') || mount_path == "/" || !clean_path(mount_path) {
+        return Err("must be an absolute path other than /, without \"..\" or ':'".into());
+    }
+    let m = mount_path.trim_end_matches('/');
+    for ours in [crate::config::SECRETS_DIR, crate::config::STATE_DIR] {
+        if ours.starts_with(&format!("{m}/")) || m == ours || m.starts_with(&format!("{ours}/")) {
+            return Err(format!("overlaps the injector's own mount {ours}"));
+        }
+    }
+    Ok(())
+}
+
 fn clean_path(p: &str) -> bool {
     !p.split('/').any(|s| s == "..") && !p.chars().any(|c| c.is_control() || c == ':')
 }
@@ -233,24 +249,7 @@ impl VolumeProfile {
             .as_str()
             .ok_or_else(|| malformed(profile, "mountPath", "must be a string"))?
             .to_string();
-        if !mount_path.starts_with('/') || mount_path == "/" || !clean_path(&mount_path) {
-            return Err(malformed(
-                profile,
-                "mountPath",
-                "must be an absolute path other than /, without \"..\" or ':'",
-            ));
-        }
-        let m = mount_path.trim_end_matches('/');
-        for ours in [crate::config::SECRETS_DIR, crate::config::STATE_DIR] {
-            if ours.starts_with(&format!("{m}/")) || m == ours || m.starts_with(&format!("{ours}/"))
-            {
-                return Err(malformed(
-                    profile,
-                    "mountPath",
-                    format!("overlaps the injector's own mount {ours}"),
-                ));
-            }
-        }
+        check_mount_path(&mount_path).map_err(|r| malformed(profile, "mountPath", r))?;
 
         let read_only = match obj.get("readOnly") {
             None => true,
@@ -375,6 +374,37 @@ impl VolumeProfile {
     }
 }
 
+impl ResolvedVolume {
+    /// Applies the pod's own choices (from companion annotations such as a
+    /// mount path or a read-only flag). A pod may narrow what the profile
+    /// grants, never widen it: it can make a writable profile read-only, not
+    /// the reverse.
+    pub fn customize(
+        &mut self,
+        mount_path: Option<&str>,
+        read_only: Option<bool>,
+    ) -> Result<(), VolumeError> {
+        if let Some(p) = mount_path {
+            check_mount_path(p).map_err(|reason| VolumeError::InvalidName {
+                name: self.name.clone(),
+                reason: format!("mount path {p:?} {reason}"),
+            })?;
+            self.mount.mount_path = p.to_string();
+        }
+        match read_only {
+            Some(false) if self.mount.read_only != Some(false) => {
+                return Err(VolumeError::NotAllowed {
+                    profile: self.profile.clone(),
+                    rule: "readOnly: the profile mounts it read-only and a pod cannot make it writable".into(),
+                })
+            }
+            Some(ro) => self.mount.read_only = Some(ro),
+            None => {}
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +523,32 @@ mod tests {
         assert_eq!(field_of(v), "mountpath");
         assert_eq!(field_of(json!(["x"])), "(document)");
         assert_eq!(field_of(json!({"profile": "{"})), "profile");
+    }
+
+    #[test]
+    fn pods_may_narrow_but_not_widen() {
+        let mut r = ok(base()).to_resolved("data", "p").unwrap();
+        r.customize(Some("/srv/data"), Some(true)).unwrap();
+        assert_eq!(r.mount.mount_path, "/srv/data");
+        let e = r.customize(None, Some(false)).unwrap_err().to_string();
+        assert!(
+            e.contains("\"p\"") && e.contains("cannot make it writable"),
+            "{e}"
+        );
+        let e = r
+            .customize(Some("/vault/secrets"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("volume \"data\"") && e.contains("/vault/secrets"),
+            "{e}"
+        );
+
+        let mut v = base();
+        v["readOnly"] = json!(false);
+        let mut r = ok(v).to_resolved("data", "p").unwrap();
+        r.customize(None, Some(true)).unwrap();
+        assert_eq!(r.mount.read_only, Some(true));
     }
 
     #[test]
