@@ -275,6 +275,15 @@ pub async fn mutate_pod(
         Planned::Inject(mut p) => {
             // Filled in first so that a denial's audit line says what was asked.
             audit.role = p.role.clone();
+            audit.secrets = p
+                .agent
+                .secrets
+                .iter()
+                .map(|s| AuditSecret {
+                    name: s.name.clone(),
+                    path: s.path.clone(),
+                })
+                .collect();
             audit.env_vars = p.env.iter().map(|e| e.var.clone()).collect();
             audit.volume_profiles = p.volumes.iter().map(|v| v.profile.clone()).collect();
             audit.containers = p.targets.iter().map(|t| t.name.clone()).collect();
@@ -287,7 +296,7 @@ pub async fn mutate_pod(
                 namespace: audit.namespace.clone(),
                 service_account: audit.service_account.clone(),
                 role: p.role.clone(),
-                auth_path: Some(p.agent.auth.mount.clone()),
+                auth_path: p.requested_auth_path.clone(),
                 secret_paths: p
                     .agent
                     .secrets
@@ -325,15 +334,6 @@ pub async fn mutate_pod(
             audit.role = p.role.clone();
             let patch = crate::patch::build(pod, &p, cfg);
             audit.decision = Decision::Injected;
-            audit.secrets = p
-                .agent
-                .secrets
-                .iter()
-                .map(|s| AuditSecret {
-                    name: s.name.clone(),
-                    path: s.path.clone(),
-                })
-                .collect();
             audit
                 .env_vars
                 .extend(env_refs.iter().map(|(var, _)| var.clone()));
@@ -396,6 +396,104 @@ mod tests {
         (serde_json::from_slice(&r.body).unwrap(), r.audit)
     }
 
+    /// The patched pod, from a response that must allow with a patch.
+    fn patched(pod: &Value, resp: &Value) -> Pod {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(resp["response"]["patch"].as_str().expect("a patch"))
+            .unwrap();
+        let patch: Patch = serde_json::from_slice(&bytes).unwrap();
+        let mut doc = pod.clone();
+        json_patch::patch(&mut doc, &patch).unwrap();
+        serde_json::from_value(doc).unwrap()
+    }
+
+    #[tokio::test]
+    async fn vault_k8s_pods_are_injected_with_their_meaning() {
+        let pod = json!({
+            "metadata": {"name": "web", "annotations": {
+                "vault.hashicorp.com/agent-inject": "1",
+                "vault.hashicorp.com/role": "web",
+                "vault.hashicorp.com/agent-inject-secret-DB.env": "secret/data/db",
+                "vault.hashicorp.com/agent-inject-template-DB.env":
+                    "{{ with secret \"secret/data/db\" }}{{ range $k, $v := .Data.data }}{{ $k }}={{ $v }}\n{{ end }}{{ end }}",
+                "vault.hashicorp.com/agent-inject-perms-DB.env": "0440",
+                "vault.hashicorp.com/secret-volume-path": "/etc/app",
+                "vault.hashicorp.com/agent-limits-mem": "96Mi"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}
+        });
+        let (v, audit) = run(&review(pod_request(pod.clone()))).await;
+        assert_eq!(v["response"]["allowed"], true, "{v}");
+        assert_eq!(audit.decision, Decision::Injected);
+        let out = patched(&pod, &v);
+        let ann = out.metadata.annotations.unwrap();
+        assert_eq!(ann["vault-injector.io/status"], "injected");
+        assert_eq!(ann["vault.hashicorp.com/agent-inject-status"], "injected");
+        let spec = out.spec.unwrap();
+        let app_mount = spec.containers[0].volume_mounts.as_ref().unwrap()[0].clone();
+        assert_eq!(app_mount.mount_path, "/etc/app");
+        let agent = &spec.init_containers.as_ref().unwrap()[0];
+        let limits = agent.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!(limits["memory"].0, "96Mi");
+        let cfg = crate::config::AgentConfig::from_json(
+            agent.env.as_ref().unwrap()[0].value.as_deref().unwrap(),
+        )
+        .unwrap();
+        let s = &cfg.secrets[0];
+        assert_eq!(
+            (s.name.as_str(), s.file.as_str(), s.mode),
+            ("db.env", "db.env", 0o440)
+        );
+        assert!(s.go_template);
+    }
+
+    #[tokio::test]
+    async fn two_dialects_on_one_pod_are_denied() {
+        let pod = json!({
+            "metadata": {"name": "web", "annotations": {
+                "vault-injector.io/inject": "true",
+                "vault.hashicorp.com/agent-inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}
+        });
+        let (v, audit) = run(&review(pod_request(pod))).await;
+        assert_eq!(v["response"]["allowed"], false);
+        assert_eq!(audit.decision, Decision::Denied);
+        assert!(
+            audit.reason.contains("one annotation dialect"),
+            "{}",
+            audit.reason
+        );
+    }
+
+    #[tokio::test]
+    async fn redirecting_the_agent_is_denied_and_audited() {
+        for (key, value) in [
+            (
+                "vault-injector.io/vault-address",
+                "https://evil.example:8200",
+            ),
+            ("vault-injector.io/tls-skip-verify", "true"),
+        ] {
+            let pod = json!({
+                "metadata": {"name": "web", "annotations": {
+                    "vault-injector.io/inject": "true",
+                    "vault-injector.io/role": "web",
+                    "vault-injector.io/secret-db": "secret/data/db",
+                    key: value}},
+                "spec": {"containers": [{"name": "app", "image": "x"}]}
+            });
+            let (v, audit) = run(&review(pod_request(pod))).await;
+            assert_eq!(v["response"]["allowed"], false, "{key}");
+            assert_eq!(audit.decision, Decision::Denied, "{key}");
+            assert!(audit.reason.contains(key), "{key}: {}", audit.reason);
+            assert_eq!(
+                audit.secrets.len(),
+                1,
+                "a denial still lists what was asked: {audit:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn not_a_review_is_bad() {
         let inj = Injector::try_new(Arc::new(WebhookConfig::default())).unwrap();
@@ -417,7 +515,7 @@ mod tests {
                 "vault-injector.io/role": "web",
                 "vault-injector.io/secret-db": "secret/data/db",
                 "vault-injector.io/env-TOKEN": "secret/data/api#token"}},
-            "spec": {"serviceAccountName": "web-sa", "containers": [{"name": "app", "image": "x"}]}
+            "spec": {"serviceAccountName": "web-sa", "containers": [{"name": "app", "image": "x", "command": ["/app"]}]}
         })));
         let (v, audit) = run(&body).await;
         let resp = &v["response"];

@@ -729,17 +729,54 @@ mod tests {
     }
 
     #[test]
-    fn env_only_pods_get_no_agent() {
+    fn env_only_pods_get_exec_but_no_agent() {
         let pod = pod(json!({
             "metadata": {"name": "p", "annotations": {
                 "vault-injector.io/inject": "true", "vault-injector.io/role": "r",
+                "vault-injector.io/entrypoint-app": "[\"/srv/app\", \"--serve\"]",
                 "vault-injector.io/env-DB_PASS": "kv/db#password"}},
-            "spec": {"containers": [{"name": "app", "image": "x"}]}
+            "spec": {"containers": [
+                {"name": "app", "image": "x", "args": ["--port", "80"]},
+                {"name": "side", "image": "y", "command": ["/side"],
+                 "env": [{"name": "API_KEY", "value": "vault:secret/data/api#key#2"}]},
+            ]}
         }));
         let out = injected(&pod, &WebhookConfig::default());
-        let spec = out.spec.unwrap();
-        assert!(spec.init_containers.is_none());
-        assert!(spec.volumes.is_none());
+        let spec = out.spec.clone().unwrap();
+        // Only the copy init container: no agent, no secrets volume.
+        assert_eq!(names(&spec.init_containers), vec![COPY_CONTAINER]);
+        let vols: Vec<_> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.clone())
+            .collect();
+        assert_eq!(vols, vec![TOKEN_VOLUME, BIN_VOLUME]);
+        let app = &spec.containers[0];
+        assert_eq!(
+            app.command.as_deref().unwrap(),
+            [
+                "/vault/bin/vault-injector",
+                "exec",
+                "--",
+                "/srv/app",
+                "--serve"
+            ]
+        );
+        assert_eq!(app.args.as_deref().unwrap(), ["--port", "80"]);
+        assert_eq!(mount_names(app), vec![BIN_VOLUME, TOKEN_VOLUME]);
+        let cfg_json = &app.env.as_ref().unwrap()[0];
+        assert_eq!(cfg_json.name, AGENT_CONFIG_ENV);
+        let agent_cfg =
+            crate::config::AgentConfig::from_json(cfg_json.value.as_deref().unwrap()).unwrap();
+        assert_eq!(agent_cfg.env[0].var, "DB_PASS");
+        assert!(agent_cfg.secrets.is_empty());
+        // A Bank-Vaults reference: the literal stays, the command is wrapped.
+        let side = &spec.containers[1];
+        assert_eq!(side.command.as_deref().unwrap()[3], "/side");
+        let env = side.env.as_ref().unwrap();
+        assert_eq!(env[0].value.as_deref(), Some("vault:secret/data/api#key#2"));
+        assert_eq!(env[1].name, AGENT_CONFIG_ENV);
         assert_eq!(out.metadata.annotations.unwrap()[STATUS], STATUS_INJECTED);
     }
 }

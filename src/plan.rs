@@ -101,6 +101,12 @@ pub struct Plan {
     /// Production volumes, resolved from Vault by admission (never by the
     /// pure planner, which leaves this empty).
     pub extra_volumes: Vec<crate::volumes::ResolvedVolume>,
+    /// The auth path the pod named (None: the operator's default), for the
+    /// cluster policy.
+    pub requested_auth_path: Option<String>,
+    /// The operator's default role, used when neither the pod nor the
+    /// policy names one.
+    pub default_role: Option<String>,
 }
 
 /// A container that gets env-var secrets through `vault-injector exec`.
@@ -121,7 +127,7 @@ impl Plan {
     /// only be checked once it had: a role must be known.
     pub fn finish(&mut self, defaults: &crate::policy::Defaults) -> Result<()> {
         if self.role.is_none() {
-            self.role = defaults.role.clone();
+            self.role = defaults.role.clone().or_else(|| self.default_role.clone());
         }
         if let Some(r) = &defaults.agent_resources {
             self.resources = r.clone();
@@ -248,8 +254,10 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
 
     let exec = exec_targets(&req, spec, &targets, &env_refs)?;
     let method = req.auth_type.unwrap_or(cfg.auth.method);
-    // A missing role may still come from the cluster policy: `Plan::finish`.
-    let role = req.role.clone().or_else(|| cfg.auth.role.clone());
+    // A missing role may still come from the cluster policy or the operator's
+    // default: `Plan::finish`.
+    let role = req.role.clone();
+    let requested_auth_path = req.auth_path.clone();
     let pod_name = pod_display_name(pod);
     let target_names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let InjectionRequest {
@@ -365,6 +373,8 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         vault_k8s,
         exec,
         extra_volumes: Vec::new(),
+        requested_auth_path,
+        default_role: cfg.auth.role.clone(),
     })))
 }
 
@@ -631,7 +641,7 @@ pub(crate) mod fixtures {
                 }
             },
             "spec": {
-                "containers": containers.iter().map(|n| serde_json::json!({"name": n, "image": "busybox"})).collect::<Vec<_>>()
+                "containers": containers.iter().map(|n| serde_json::json!({"name": n, "image": "busybox", "command": ["/bin/app"]})).collect::<Vec<_>>()
             }
         }))
     }
@@ -660,15 +670,26 @@ mod tests {
         pod
     }
 
+    /// `plan` then `Plan::finish` with no policy, as admission runs them.
+    fn planned(pod: &Pod, cfg: &WebhookConfig) -> Result<Planned> {
+        match plan(pod, &ctx(), cfg)? {
+            Planned::Inject(mut p) => {
+                p.finish(&Default::default())?;
+                Ok(Planned::Inject(p))
+            }
+            other => Ok(other),
+        }
+    }
+
     fn inject(pod: &Pod, cfg: &WebhookConfig) -> Plan {
-        match plan(pod, &ctx(), cfg).unwrap() {
+        match planned(pod, cfg).unwrap() {
             Planned::Inject(p) => *p,
             other => panic!("expected injection, got {other:?}"),
         }
     }
 
     fn deny(pod: &Pod) -> String {
-        plan(pod, &ctx(), &WebhookConfig::default())
+        planned(pod, &WebhookConfig::default())
             .expect_err("must be denied")
             .to_string()
     }
