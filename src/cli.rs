@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTPS mutating admission webhook.
-    Webhook(crate::server::WebhookArgs),
+    Webhook(Box<crate::server::WebhookArgs>),
     /// Run the in-pod agent (init or sidecar mode).
     Agent(crate::agent::AgentArgs),
     /// Exit 0 once the agent has rendered every secret (startup probe).
@@ -42,7 +42,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Webhook(args) => {
-            multi_thread().and_then(|rt| rt.block_on(crate::server::run(args)))
+            multi_thread().and_then(|rt| rt.block_on(crate::server::run(*args)))
         }
         Command::Agent(args) => {
             current_thread().and_then(|rt| rt.block_on(crate::agent::run(args)))
