@@ -286,7 +286,7 @@ fn all_problems_reported_at_once() {
     let err = vaultk8s::from_annotations(&pod(&[
         ("agent-init-first", "yes"),
         ("agent-inject-perms-db", "999"),
-        ("service", "http://x"),
+        ("ca-cert", "/etc/ca.pem"),
     ]))
     .unwrap_err();
     assert_eq!(err.problems.len(), 3, "{err}");
