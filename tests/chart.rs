@@ -150,7 +150,10 @@ fn deployment_args_parse_as_webhook_and_auto_tls_flags() {
         ),
         parsed.server.auto_tls.cert_paths()
     );
-    assert_eq!(parsed.server.auto_tls.tls_secret_name, "rel-vault-injector-tls");
+    assert_eq!(
+        parsed.server.auto_tls.tls_secret_name,
+        "rel-vault-injector-tls"
+    );
     assert_eq!(parsed.server.auto_tls.service_name, "rel-vault-injector");
     assert_eq!(
         parsed.server.auto_tls.webhook_config_name,
@@ -172,5 +175,8 @@ fn deployment_args_parse_as_webhook_and_auto_tls_flags() {
     };
     let args = args_of(&objects);
     let parsed = WebhookCommand::try_parse_from(&args).unwrap();
-    assert!(!parsed.server.auto_tls.auto_tls, "secret mode does not run auto-TLS");
+    assert!(
+        !parsed.server.auto_tls.auto_tls,
+        "secret mode does not run auto-TLS"
+    );
 }
