@@ -385,7 +385,10 @@ where
     B::Error: Into<BoxError>,
 {
     let mut body = std::pin::pin!(body);
-    let mut buf = bytes::BytesMut::new();
+    // Content-Length (when honest) sizes the buffer once; never trusted
+    // beyond the limit.
+    let hint = usize::try_from(body.size_hint().lower()).unwrap_or(max);
+    let mut buf = bytes::BytesMut::with_capacity(hint.min(max));
     let mut discarded = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
