@@ -27,7 +27,11 @@ done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$root/.tools/bin:$PATH"
-work=$(mktemp -d)
+# Rendered files go to tmpfs, like the pod's memory volume (emptyDir with
+# medium: Memory), for both agents.
+shm=/dev/shm
+[ -d "$shm" ] && [ -w "$shm" ] || shm=${TMPDIR:-/tmp}
+work=$(mktemp -d "$shm/bench-agent.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 echo "bench-agent: building the release binary" >&2
