@@ -79,6 +79,8 @@ pub enum Error {
     Config(String),
     #[error("login failed: {0}")]
     Login(vault::Error),
+    #[error("{0}")]
+    Token(vault::Error),
     #[error("secret {name} ({path}): {source}")]
     Read {
         name: String,
@@ -96,18 +98,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Login(e) | Error::Read { source: e, .. } if e.is_transient() => {
+            Error::Login(e) | Error::Token(e) | Error::Read { source: e, .. }
+                if e.is_transient() =>
+            {
                 exit::UNREACHABLE
             }
             Error::Config(_) => exit::CONFIG,
-            Error::Login(_) => exit::LOGIN,
+            Error::Login(_) | Error::Token(_) => exit::LOGIN,
             Error::Read { .. } => exit::READ,
             Error::Render(_) | Error::State { .. } => exit::RENDER,
         }
     }
 
     fn retryable(&self) -> bool {
-        matches!(self, Error::Login(_) | Error::Read { .. })
+        matches!(self, Error::Login(_) | Error::Token(_) | Error::Read { .. })
     }
 
     fn secret(&self) -> Option<(&str, &str)> {
@@ -362,16 +366,49 @@ impl Agent {
         }
     }
 
+    /// Renders every secret not rendered yet. Mounts are looked up first
+    /// (once per mount), then all reads go out at once: start-up latency is
+    /// one round trip, not one per secret.
     async fn render_all(&mut self) -> Result<()> {
         if self.token.is_none() {
             self.login().await?;
         }
-        for i in 0..self.cfg.secrets.len() {
-            if self.states[i].hash.is_none() {
-                self.sync(i, AgentEvent::Read).await?;
+        let todo: Vec<usize> = (0..self.cfg.secrets.len())
+            .filter(|&i| self.states[i].hash.is_none())
+            .collect();
+        for &i in &todo {
+            let path = &self.cfg.secrets[i].path;
+            if let Err(e) = self.vault.resolve(path).await {
+                return Err(self.read_error(i, e));
+            }
+        }
+        let vault = &self.vault;
+        let reads = futures::future::join_all(
+            todo.iter()
+                .map(|&i| vault.read_resolved(&self.cfg.secrets[i].path)),
+        )
+        .await;
+        for (i, res) in todo.into_iter().zip(reads) {
+            match res {
+                Ok(secret) => {
+                    self.apply(i, secret, AgentEvent::Read)?;
+                }
+                // Maybe a dead token: the one-by-one path logs in again.
+                Err(e) if e.is_forbidden() => {
+                    self.sync(i, AgentEvent::Read).await?;
+                }
+                Err(e) => return Err(self.read_error(i, e)),
             }
         }
         Ok(())
+    }
+
+    fn read_error(&self, i: usize, source: vault::Error) -> Error {
+        Error::Read {
+            name: self.cfg.secrets[i].name.clone(),
+            path: self.cfg.secrets[i].path.clone(),
+            source,
+        }
     }
 
     async fn login(&mut self) -> Result<()> {
@@ -413,21 +450,19 @@ impl Agent {
     /// expired, or Vault restarted and lost it).
     async fn fetch(&mut self, i: usize) -> Result<Secret> {
         let path = self.cfg.secrets[i].path.clone();
-        let read_err = |source, this: &Self| Error::Read {
-            name: this.cfg.secrets[i].name.clone(),
-            path: path.clone(),
-            source,
-        };
         match self.vault.read(&path).await {
             Ok(s) => Ok(s),
             Err(e) if e.is_forbidden() => {
                 if self.vault.token_valid().await.unwrap_or(true) {
-                    return Err(read_err(e, self));
+                    return Err(self.read_error(i, e));
                 }
                 self.login().await?;
-                self.vault.read(&path).await.map_err(|e| read_err(e, self))
+                self.vault
+                    .read(&path)
+                    .await
+                    .map_err(|e| self.read_error(i, e))
             }
-            Err(e) => Err(read_err(e, self)),
+            Err(e) => Err(self.read_error(i, e)),
         }
     }
 
@@ -435,6 +470,12 @@ impl Agent {
     /// whether the file changed.
     async fn sync(&mut self, i: usize, event: AgentEvent) -> Result<bool> {
         let secret = self.fetch(i).await?;
+        self.apply(i, secret, event)
+    }
+
+    /// Audits a read, renders it and writes the file if its bytes changed;
+    /// schedules the secret's next refresh or renewal.
+    fn apply(&mut self, i: usize, secret: Secret, event: AgentEvent) -> Result<bool> {
         let spec = self.cfg.secrets[i].clone();
         let lease_secs = secret.lease.as_ref().map(|l| l.duration_secs);
         let version = secret.version();
@@ -598,7 +639,7 @@ impl Agent {
                 t.next = Some(Instant::now() + self.backoff.delay(t.failures));
                 t.failures = t.failures.saturating_add(1);
                 self.token = Some(t);
-                Err(Error::Login(e))
+                Err(Error::Token(e))
             }
             Err(e) => {
                 tracing::info!(error = %e, "token renewal refused; logging in again");

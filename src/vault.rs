@@ -328,11 +328,32 @@ impl Vault {
     }
 
     /// Reads a secret, pinned to a KV v2 version when `version` is set
-    /// (`vault:PATH#KEY#VERSION` references). A version on any other engine
-    /// is an error rather than being silently ignored.
+    /// (`vault:PATH#KEY#VERSION` references).
     pub async fn read_version(&mut self, path: &str, version: Option<u64>) -> Result<Secret> {
+        self.resolve(path).await?;
+        self.read_resolved_version(path, version).await
+    }
+
+    /// Finds (and caches) the mount serving `path`, so that reads of many
+    /// paths can then run concurrently through [`Vault::read_resolved`].
+    pub async fn resolve(&mut self, path: &str) -> Result<()> {
+        self.mount_of(path.trim_matches('/')).await.map(|_| ())
+    }
+
+    /// Reads a secret whose mount was looked up by [`Vault::resolve`] (an
+    /// unknown mount reads as a plain logical path).
+    pub async fn read_resolved(&self, path: &str) -> Result<Secret> {
+        self.read_resolved_version(path, None).await
+    }
+
+    /// [`Vault::read_resolved`] pinned to a KV v2 version. A version on any
+    /// other engine is an error rather than being silently ignored.
+    pub async fn read_resolved_version(&self, path: &str, version: Option<u64>) -> Result<Secret> {
         let path = path.trim_matches('/');
-        let mount = self.mount_of(path).await?;
+        let mount = self.cached_mount(path).unwrap_or(Mount {
+            path: String::new(),
+            engine: Engine::Logical,
+        });
         let op = format!("read of {path}");
         if version.is_some() && mount.engine != Engine::KvV2 {
             return Err(Error::Response {
@@ -398,8 +419,8 @@ impl Vault {
     /// Finds the mount serving `path` (cached). A token that may not ask
     /// (older servers, restrictive policies) falls back to a plain read.
     async fn mount_of(&mut self, path: &str) -> Result<Mount> {
-        if let Some(m) = self.mounts.get(path) {
-            return Ok(m.clone());
+        if let Some(m) = self.cached_mount(path) {
+            return Ok(m);
         }
         let op = format!("mount lookup for {path}");
         let found = match self
@@ -449,9 +470,19 @@ impl Vault {
             },
         };
         if !found.path.is_empty() {
-            self.mounts.insert(path.to_string(), found.clone());
+            self.mounts.insert(found.path.clone(), found.clone());
         }
         Ok(found)
+    }
+
+    /// Vault refuses mounts nested in other mounts, so the cached mount whose
+    /// path prefixes `path` is the one serving it.
+    fn cached_mount(&self, path: &str) -> Option<Mount> {
+        let with_slash = format!("{path}/");
+        self.mounts
+            .values()
+            .find(|m| with_slash.starts_with(&m.path))
+            .cloned()
     }
 
     /// One raw API call through vaultrs' HTTP client. `Ok(None)` for 204.
