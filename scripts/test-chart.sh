@@ -232,6 +232,7 @@ good_render tls-secret --set tls.mode=secret --set tls.secret.name=given-tls --s
 
 for values in "$cases"/good-*.yaml; do
   name=$(basename "$values" .yaml)
+  if out=$("$helm" lint --strict "$chart" -f "$values" 2>&1); then ok "$name: helm lint --strict"; else not_ok "$name: helm lint --strict" "$out"; fi
   if good_render "$name" -f "$values"; then
     check_expectations "$name" "$values"
   fi
