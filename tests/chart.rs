@@ -8,7 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use clap::Parser;
+use clap::{Args, FromArgMatches};
 use vault_injector::autotls::AutoTlsArgs;
 use vault_injector::config::{AuthMethod, LogFormat, WebhookConfig};
 use vault_injector::server::WebhookArgs;
@@ -57,14 +57,28 @@ fn config_of(objects: &[serde_yaml::Value]) -> WebhookConfig {
         .unwrap_or_else(|e| panic!("the chart's config does not load: {e}\n{text}"))
 }
 
-/// The webhook's flags as the lead wires them: server flags plus the
-/// flattened auto-TLS flags.
-#[derive(Debug, Parser)]
+/// The webhook subcommand's flags: the server's plus the auto-TLS ones,
+/// whether `WebhookArgs` already flattens `AutoTlsArgs` or not yet.
 struct WebhookCommand {
-    #[command(flatten)]
     server: WebhookArgs,
-    #[command(flatten)]
     tls: AutoTlsArgs,
+}
+
+impl WebhookCommand {
+    fn try_parse_from(args: &[String]) -> Result<Self, clap::Error> {
+        let mut cmd = WebhookArgs::augment_args(clap::Command::new("webhook"));
+        let flattened = cmd
+            .get_arguments()
+            .any(|a| a.get_long() == Some("auto-tls"));
+        if !flattened {
+            cmd = AutoTlsArgs::augment_args(cmd);
+        }
+        let matches = cmd.try_get_matches_from(args)?;
+        Ok(Self {
+            server: WebhookArgs::from_arg_matches(&matches)?,
+            tls: AutoTlsArgs::from_arg_matches(&matches)?,
+        })
+    }
 }
 
 fn args_of(objects: &[serde_yaml::Value]) -> Vec<String> {
