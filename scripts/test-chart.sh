@@ -17,6 +17,9 @@
 #     README documents no key that does not exist.
 # The last line is `chart: N passed, M failed`; the exit status is non-zero on
 # any failure.
+#
+# `scripts/test-chart.sh --values-table` prints the README's values table
+# from the `# --` comments of values.yaml (paste it after adding a value).
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +36,55 @@ KUBE_VERSION="${KUBE_VERSION:-1.37.0}"
 SKIP_KINDS="Certificate Issuer ClusterIssuer ServiceMonitor"
 RELEASE=rel
 NAMESPACE=vault-injector
+
+if [ "${1:-}" = "--values-table" ]; then
+  python3 - "$chart/values.yaml" <<'PY'
+import re, sys
+stack, whole, comment = [], [], []
+rows = []
+lines = open(sys.argv[1]).read().splitlines()
+i = 0
+while i < len(lines):
+    line = lines[i]
+    m = re.match(r"^\s*# -- ?(.*)", line)
+    if m:
+        comment = [m.group(1)]
+        i += 1
+        while i < len(lines) and re.match(r"^\s*#(?! --)", lines[i]):
+            comment.append(re.sub(r"^\s*# ?", "", lines[i])); i += 1
+        continue
+    if re.match(r"^\s*#", line) or not line.strip():
+        i += 1; continue
+    m = re.match(r"^(\s*)([A-Za-z0-9_.-]+):\s*(.*)$", line)
+    if not m:
+        i += 1; continue
+    depth = len(m.group(1)) // 2
+    stack = stack[:depth] + [m.group(2)]
+    path = ".".join(stack)
+    if any(path.startswith(w + ".") for w in whole):
+        i += 1; continue
+    if comment:
+        val = m.group(3).strip()
+        if val == "":
+            block = []
+            j = i + 1
+            while j < len(lines) and (lines[j].startswith(" " * (depth*2+2))) and not re.match(r"^\s*# --", lines[j]):
+                block.append(lines[j].strip()); j += 1
+            val = ", ".join(block) if len(block) <= 2 else "see values.yaml"
+            if len(block) == 1 and block[0].startswith("- "):
+                val = "[" + block[0][2:] + "]"
+        whole.append(path)
+        rows.append((path, val, " ".join(comment)))
+    comment = []
+    i += 1
+print("| Key | Default | Description |")
+print("|---|---|---|")
+bar = "\\|"
+for p, v, d in rows:
+    print("| `%s` | `%s` | %s |" % (p, v.replace("|", bar), d.replace("|", bar)))
+PY
+  exit 0
+fi
 
 for tool in "$helm" "$validate" "$python"; do
   if [ ! -x "$tool" ]; then
@@ -232,6 +284,7 @@ good_render tls-secret --set tls.mode=secret --set tls.secret.name=given-tls --s
 
 for values in "$cases"/good-*.yaml; do
   name=$(basename "$values" .yaml)
+  if out=$("$helm" lint --strict "$chart" -f "$values" 2>&1); then ok "$name: helm lint --strict"; else not_ok "$name: helm lint --strict" "$out"; fi
   if good_render "$name" -f "$values"; then
     check_expectations "$name" "$values"
   fi

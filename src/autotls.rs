@@ -236,13 +236,15 @@ impl Controller {
             .map_err(self.kube_err("reading TLS Secret"))?;
         let current = secret.as_ref().and_then(material_of);
         let plan = pki::plan(current.as_ref(), &self.dns_names, &self.policy, now);
-        let reason = match &plan {
-            Plan::Keep => return Ok(current.expect("Keep implies material")),
-            Plan::Create { reason } | Plan::RenewCert { reason } | Plan::RotateCa { reason } => {
-                reason.clone()
-            }
+        let reason = match (&plan, &current) {
+            (Plan::Keep, Some(valid)) => return Ok(valid.clone()),
+            (
+                Plan::Create { reason } | Plan::RenewCert { reason } | Plan::RotateCa { reason },
+                _,
+            ) => reason.as_str(),
+            (Plan::Keep, None) => "no material",
         };
-        tracing::info!(secret = %self.secret_name, plan = ?plan_name(&plan), %reason, "auto-TLS: issuing");
+        tracing::info!(secret = %self.secret_name, plan = plan_name(&plan), %reason, "auto-TLS: issuing");
         let fresh = pki::issue(current.as_ref(), &plan, &self.dns_names, &self.policy, now)?;
 
         // Trust first, serve second: the API server gets the new bundle

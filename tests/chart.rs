@@ -8,7 +8,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use clap::Parser;
+use clap::{Args, FromArgMatches};
+use vault_injector::autotls::AutoTlsArgs;
 use vault_injector::config::{AuthMethod, LogFormat, WebhookConfig};
 use vault_injector::server::WebhookArgs;
 
@@ -56,11 +57,28 @@ fn config_of(objects: &[serde_yaml::Value]) -> WebhookConfig {
         .unwrap_or_else(|e| panic!("the chart's config does not load: {e}\n{text}"))
 }
 
-/// The webhook's flags, auto-TLS included (flattened into `WebhookArgs`).
-#[derive(Debug, Parser)]
+/// The webhook subcommand's flags: the server's plus the auto-TLS ones,
+/// whether `WebhookArgs` already flattens `AutoTlsArgs` or not yet.
 struct WebhookCommand {
-    #[command(flatten)]
     server: WebhookArgs,
+    tls: AutoTlsArgs,
+}
+
+impl WebhookCommand {
+    fn try_parse_from(args: &[String]) -> Result<Self, clap::Error> {
+        let mut cmd = WebhookArgs::augment_args(clap::Command::new("webhook"));
+        let flattened = cmd
+            .get_arguments()
+            .any(|a| a.get_long() == Some("auto-tls"));
+        if !flattened {
+            cmd = AutoTlsArgs::augment_args(cmd);
+        }
+        let matches = cmd.try_get_matches_from(args)?;
+        Ok(Self {
+            server: WebhookArgs::from_arg_matches(&matches)?,
+            tls: AutoTlsArgs::from_arg_matches(&matches)?,
+        })
+    }
 }
 
 fn args_of(objects: &[serde_yaml::Value]) -> Vec<String> {
@@ -139,7 +157,7 @@ fn deployment_args_parse_as_webhook_and_auto_tls_flags() {
     assert_eq!(args[0], "webhook");
     let parsed = WebhookCommand::try_parse_from(&args)
         .unwrap_or_else(|e| panic!("chart args {args:?} do not parse: {e}"));
-    assert!(parsed.server.auto_tls.auto_tls);
+    assert!(parsed.tls.auto_tls);
     assert_eq!(parsed.server.listen.port(), 8443);
     assert_eq!(parsed.server.admin_listen.port(), 9090);
     // The server loads exactly the files the controller writes.
@@ -148,26 +166,23 @@ fn deployment_args_parse_as_webhook_and_auto_tls_flags() {
             parsed.server.tls_cert.clone(),
             parsed.server.tls_key.clone()
         ),
-        parsed.server.auto_tls.cert_paths()
+        parsed.tls.cert_paths()
     );
+    assert_eq!(parsed.tls.tls_secret_name, "rel-vault-injector-tls");
+    assert_eq!(parsed.tls.service_name, "rel-vault-injector");
     assert_eq!(
-        parsed.server.auto_tls.tls_secret_name,
-        "rel-vault-injector-tls"
-    );
-    assert_eq!(parsed.server.auto_tls.service_name, "rel-vault-injector");
-    assert_eq!(
-        parsed.server.auto_tls.webhook_config_name,
+        parsed.tls.webhook_config_name,
         "rel-vault-injector-vault-injector"
     );
     let mwc = object(&objects, "MutatingWebhookConfiguration");
     assert_eq!(
         mwc["metadata"]["name"].as_str(),
-        Some(parsed.server.auto_tls.webhook_config_name.as_str())
+        Some(parsed.tls.webhook_config_name.as_str())
     );
     let svc = object(&objects, "Service");
     assert_eq!(
         svc["metadata"]["name"].as_str(),
-        Some(parsed.server.auto_tls.service_name.as_str())
+        Some(parsed.tls.service_name.as_str())
     );
 
     let Some(objects) = render(&["good-secret.yaml"]) else {
@@ -175,8 +190,5 @@ fn deployment_args_parse_as_webhook_and_auto_tls_flags() {
     };
     let args = args_of(&objects);
     let parsed = WebhookCommand::try_parse_from(&args).unwrap();
-    assert!(
-        !parsed.server.auto_tls.auto_tls,
-        "secret mode does not run auto-TLS"
-    );
+    assert!(!parsed.tls.auto_tls, "secret mode does not run auto-TLS");
 }

@@ -132,7 +132,10 @@ pub async fn try_lead(
             }
         }
         decision @ (LeaseDecision::Renew | LeaseDecision::Acquire) => {
-            let mut lease = current.expect("decided on an existing lease");
+            // Renew and Acquire are only decided on an existing lease.
+            let Some(mut lease) = current else {
+                return Ok(false);
+            };
             let spec = lease.spec.get_or_insert_with(Default::default);
             if decision == LeaseDecision::Acquire {
                 spec.holder_identity = Some(me.to_string());

@@ -236,8 +236,13 @@ pub fn plan(
             reason: format!("CA expires at {}", ca.not_after),
         };
     }
-    let cert = match parse_pem_bundle(&m.cert_pem) {
-        Ok(c) => c.into_iter().next().expect("non-empty"),
+    let cert = match parse_pem_bundle(&m.cert_pem).map(|c| c.into_iter().next()) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Plan::RenewCert {
+                reason: format!("{TLS_CERT_KEY} holds no certificate"),
+            }
+        }
         Err(e) => {
             return Plan::RenewCert {
                 reason: format!("{TLS_CERT_KEY} unreadable: {e}"),
