@@ -531,3 +531,87 @@ fn mutate_reads_files_and_uses_the_config() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/m.yaml"));
 }
+
+/// Not a timed assertion: prints how long the in-process core takes per
+/// admission of the benchmark pod. Run with
+/// `cargo test --test mutation -- --ignored --nocapture review_cost`.
+#[tokio::test]
+#[ignore = "measurement, not a test"]
+async fn review_cost() {
+    let body = std::fs::read(support::data("review-3c5s.json")).unwrap();
+    let compact = serde_json::to_vec(&serde_json::from_slice::<Value>(&body).unwrap()).unwrap();
+    let injector = Injector::new(Arc::new(WebhookConfig::default()));
+    for _ in 0..200 {
+        injector.review(&compact).await.unwrap();
+    }
+    let n = 5000;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        injector.review(&compact).await.unwrap();
+    }
+    let per = start.elapsed() / n;
+    let parse_start = std::time::Instant::now();
+    for _ in 0..n {
+        let _: Value = serde_json::from_slice(&compact).unwrap();
+    }
+    let parse = parse_start.elapsed() / n;
+    println!(
+        "review-3c5s ({} bytes): review {per:?}/admission ({:.0}/s on one core); \
+         bare serde_json::Value parse {parse:?}",
+        compact.len(),
+        1.0 / per.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+#[ignore = "measurement, not a test"]
+async fn review_cost_breakdown() {
+    use kube::core::admission::{AdmissionRequest, AdmissionReview};
+    use kube::core::DynamicObject;
+    let body = std::fs::read(support::data("review-3c5s.json")).unwrap();
+    let compact = serde_json::to_vec(&serde_json::from_slice::<Value>(&body).unwrap()).unwrap();
+    let cfg = WebhookConfig::default();
+    let n = 3000;
+    let time = |label: &str, f: &mut dyn FnMut()| {
+        for _ in 0..100 {
+            f();
+        }
+        let s = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        println!("{label}: {:?}", s.elapsed() / n);
+    };
+    time("parse review", &mut || {
+        let _: AdmissionReview<DynamicObject> = serde_json::from_slice(&compact).unwrap();
+    });
+    let rev: AdmissionReview<DynamicObject> = serde_json::from_slice(&compact).unwrap();
+    let req: AdmissionRequest<DynamicObject> = rev.try_into().unwrap();
+    let obj = req.object.unwrap();
+    time("pod_from_dynamic", &mut || {
+        vault_injector::admission::pod_from_dynamic(obj.clone()).unwrap();
+    });
+    let pod = vault_injector::admission::pod_from_dynamic(obj.clone()).unwrap();
+    let ann = pod.metadata.annotations.clone().unwrap();
+    time("annotations", &mut || {
+        vault_injector::annotations::from_annotations(&ann).unwrap();
+    });
+    let ctx = vault_injector::plan::RequestContext {
+        namespace: "shop".into(),
+    };
+    time("plan", &mut || {
+        vault_injector::plan::plan(&pod, &ctx, &cfg).unwrap();
+    });
+    let vault_injector::plan::Planned::Inject(p) =
+        vault_injector::plan::plan(&pod, &ctx, &cfg).unwrap()
+    else {
+        panic!()
+    };
+    time("patch", &mut || {
+        vault_injector::patch::build(&pod, &p, &cfg);
+    });
+    let patch = vault_injector::patch::build(&pod, &p, &cfg);
+    time("patch to_vec", &mut || {
+        serde_json::to_vec(&patch).unwrap();
+    });
+}
