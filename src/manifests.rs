@@ -100,8 +100,7 @@ pub fn run_mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
 
 /// Reads FILE, or stdin for `-`; returns a name for messages and the text.
 pub fn read_input(file: &Path) -> Result<(String, String)> {
-    let origin = file.display().to_string();
-    let text = if file == Path::new("-") {
+    if file == Path::new("-") {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
@@ -110,12 +109,12 @@ pub fn read_input(file: &Path) -> Result<(String, String)> {
                 source,
             })?;
         return Ok(("<stdin>".into(), s));
-    } else {
-        std::fs::read_to_string(file).map_err(|source| Error::Read {
-            path: origin.clone(),
-            source,
-        })?
-    };
+    }
+    let origin = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
+        path: origin.clone(),
+        source,
+    })?;
     Ok((origin, text))
 }
 
