@@ -28,6 +28,8 @@ pub enum Command {
     Mutate(crate::manifests::MutateArgs),
     /// Write a CA and a serving certificate for local use.
     Certs(crate::certs::CertsArgs),
+    /// Check every injector annotation in a tree of manifests (CI).
+    Lint(crate::lint::LintArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -46,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => crate::probe::run(args),
         Command::Mutate(args) => crate::manifests::run_mutate(args),
         Command::Certs(args) => crate::certs::run(args),
+        Command::Lint(args) => crate::lint::run(args),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod lint;
 pub mod logging;
 pub mod manifests;
 pub mod patch;
