@@ -700,8 +700,11 @@ fn check_template(source: &str) -> Result<(), String> {
     if source.trim().is_empty() {
         return Err("the template must not be empty".into());
     }
-    let env = minijinja::Environment::new();
-    env.template_from_str(source)
+    // Building an environment registers every builtin filter; one shared
+    // instance keeps this check cheap on the admission path.
+    static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(minijinja::Environment::new)
+        .template_from_str(source)
         .map(|_| ())
         .map_err(|e| format!("the template does not parse: {e}"))
 }

@@ -585,6 +585,16 @@ async fn review_cost_breakdown() {
     time("parse review", &mut || {
         let _: AdmissionReview<DynamicObject> = serde_json::from_slice(&compact).unwrap();
     });
+    time("parse review typed", &mut || {
+        let _: AdmissionReview<Pod> = serde_json::from_slice(&compact).unwrap();
+    });
+    time("parse Value", &mut || {
+        let _: Value = serde_json::from_slice(&compact).unwrap();
+    });
+    let injector = Injector::new(Arc::new(WebhookConfig::default()));
+    time("review", &mut || {
+        futures::executor::block_on(injector.review(&compact)).unwrap();
+    });
     let rev: AdmissionReview<DynamicObject> = serde_json::from_slice(&compact).unwrap();
     let req: AdmissionRequest<DynamicObject> = rev.try_into().unwrap();
     let obj = req.object.unwrap();
