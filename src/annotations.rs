@@ -219,6 +219,9 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
                 Some(v) => reload_command = Some((key, v)),
                 None => bad("must not be empty".into()),
             },
+            // Connection overrides: known keys, but judged against the
+            // operator's allowlist by `policy::overrides`, which owns them.
+            "vault-address" | "tls-skip-verify" | "ca-cert" => {}
             _ => {
                 let Some((family, name)) = split_family(suffix) else {
                     bad(unknown_key_message(suffix));
@@ -344,7 +347,8 @@ fn unknown_key_message(suffix: &str) -> String {
     format!(
         "unknown annotation {suffix:?} under {PREFIX} (known: inject, role, auth-path, auth-type, \
          secret-NAME, format-NAME, key-NAME, template-NAME, file-NAME, mode-NAME, env-VAR, \
-         volume-NAME, containers, agent, reload, reload-command, status)"
+         volume-NAME, containers, agent, reload, reload-command, status, vault-address, \
+         tls-skip-verify, ca-cert)"
     )
 }
 
@@ -1011,6 +1015,18 @@ mod tests {
                 "{pairs:?}: {text:?} lacks {needle:?}"
             );
         }
+    }
+
+    #[test]
+    fn connection_override_keys_are_left_to_the_policy_layer() {
+        let req = parse(&[
+            ("inject", "true"),
+            ("vault-address", "https://other:8200"),
+            ("tls-skip-verify", "true"),
+            ("ca-cert", "-----BEGIN CERTIFICATE-----"),
+        ])
+        .unwrap();
+        assert!(req.wants_injection());
     }
 
     #[test]

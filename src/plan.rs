@@ -115,6 +115,20 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         _ => {}
     }
     let req = annotations::from_annotations(annotations)?;
+    plan_request(pod, req, ctx, cfg)
+}
+
+/// Everything after parsing: a request from any annotation dialect (ours,
+/// or vault-k8s through `compat`) is planned the same way.
+pub fn plan_request(
+    pod: &Pod,
+    req: InjectionRequest,
+    ctx: &RequestContext,
+    cfg: &WebhookConfig,
+) -> Result<Planned> {
+    if is_own_pod(pod, cfg) {
+        return Ok(Planned::Skip("the injector's own pod".into()));
+    }
     let spec = pod
         .spec
         .as_ref()
