@@ -164,33 +164,35 @@ async fn simple_pod_gets_a_native_sidecar() {
 async fn three_containers_five_secrets() {
     let o = review("review-3c5s.json").await;
     assert_eq!(o.audit.decision, Decision::Injected);
-    assert_eq!(o.audit.containers, ["checkout", "worker"]);
-    let mut names_paths: Vec<_> = o
+    assert_eq!(o.audit.containers, ["api", "worker"]);
+    assert_eq!(o.audit.namespace, "payments");
+    assert_eq!(o.audit.service_account, "payments-api");
+    let names_paths: Vec<_> = o
         .audit
         .secrets
         .iter()
         .map(|s| (s.name.as_str(), s.path.as_str()))
         .collect();
-    names_paths.sort();
     assert_eq!(
         names_paths,
         [
-            ("config", "secret/data/checkout/config"),
-            ("db", "database/creds/checkout"),
-            ("dsn", "database/creds/checkout-ro"),
-            ("stripe", "secret/data/checkout/stripe"),
-            ("tls", "pki/issue/checkout"),
+            ("config", "secret/data/payments/config"),
+            ("db", "database/creds/payments-rw"),
+            ("kafka", "secret/data/payments/kafka"),
+            ("stripe", "secret/data/payments/stripe"),
+            ("tls", "secret/data/payments/tls"),
         ]
     );
     assert_eq!(o.audit.patch_digest.as_ref().map(String::len), Some(64));
     let pod = o.pod();
     let spec = pod.spec.as_ref().unwrap();
     let by_name = |n: &str| spec.containers.iter().find(|c| c.name == n).unwrap();
-    assert!(has_secrets(by_name("checkout")));
+    assert!(has_secrets(by_name("api")));
     assert!(has_secrets(by_name("worker")));
     assert!(!has_secrets(by_name("metrics")));
     let cfg = agent_config(&spec.init_containers.as_ref().unwrap()[0]);
-    let stripe = cfg.secrets.iter().find(|s| s.name == "stripe").unwrap();
+    let get = |n: &str| cfg.secrets.iter().find(|s| s.name == n).unwrap();
+    let stripe = get("stripe");
     assert_eq!(
         (
             stripe.format,
@@ -198,11 +200,16 @@ async fn three_containers_five_secrets() {
             stripe.file.as_str(),
             stripe.mode
         ),
-        (Format::Raw, Some("api_key"), "stripe/api-key", 0o440)
+        (Format::Raw, Some("api_key"), "stripe", 0o400)
     );
-    let dsn = cfg.secrets.iter().find(|s| s.name == "dsn").unwrap();
-    assert_eq!(dsn.format, Format::Template);
-    assert!(cfg.reload.is_some());
+    let tls = get("tls");
+    assert_eq!(
+        (tls.format, tls.file.as_str()),
+        (Format::Template, "tls/bundle.pem")
+    );
+    assert_eq!(get("config").mode, 0o440);
+    assert_eq!(get("db").format, Format::Env);
+    assert_eq!(get("kafka").format, Format::Yaml);
     validate(o.patched.as_ref().unwrap());
 
     // The classic layout for clusters older than 1.29 validates too.
@@ -214,7 +221,7 @@ async fn three_containers_five_secrets() {
     assert_eq!(names(&spec.init_containers), ["vault-injector-init"]);
     assert_eq!(
         names(&Some(spec.containers.clone())),
-        ["checkout", "worker", "metrics", "vault-injector-agent"]
+        ["api", "worker", "metrics", "vault-injector-agent"]
     );
     validate(o.patched.as_ref().unwrap());
 }
