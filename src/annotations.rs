@@ -139,6 +139,9 @@ pub struct InjectionRequest {
     pub containers: Option<Vec<String>>,
     pub agent: Lifecycle,
     pub reload: Option<Reload>,
+    /// `entrypoint-CONTAINER`: the image's entrypoint for containers without
+    /// `command`, which `exec` needs to wrap (no registry calls at admission).
+    pub entrypoints: BTreeMap<String, Vec<String>>,
 }
 
 impl InjectionRequest {
@@ -232,6 +235,14 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
                         Ok(e) => req.env.push(e),
                         Err(m) => bad(m),
                     },
+                    Family::Entrypoint => {
+                        match check_name(name).and_then(|()| parse_entrypoint(value)) {
+                            Ok(argv) => {
+                                req.entrypoints.insert(name.to_string(), argv);
+                            }
+                            Err(m) => bad(m),
+                        }
+                    }
                     Family::Volume => match check_name(name).and_then(|()| check_profile(value)) {
                         Ok(()) => req.volumes.push(VolumeRequest {
                             name: name.to_string(),
@@ -252,7 +263,9 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
                             Family::Template => c.template = Some((key, value)),
                             Family::File => c.file = Some((key, value)),
                             Family::Mode => c.mode = Some((key, value)),
-                            Family::Env | Family::Volume => unreachable!("handled above"),
+                            Family::Env | Family::Volume | Family::Entrypoint => {
+                                unreachable!("handled above")
+                            }
                         }
                     }
                 }
@@ -325,10 +338,11 @@ enum Family {
     Mode,
     Env,
     Volume,
+    Entrypoint,
 }
 
 fn split_family(suffix: &str) -> Option<(Family, &str)> {
-    const FAMILIES: [(&str, Family); 8] = [
+    const FAMILIES: [(&str, Family); 9] = [
         ("secret-", Family::Secret),
         ("format-", Family::Format),
         ("key-", Family::Key),
@@ -337,6 +351,7 @@ fn split_family(suffix: &str) -> Option<(Family, &str)> {
         ("mode-", Family::Mode),
         ("env-", Family::Env),
         ("volume-", Family::Volume),
+        ("entrypoint-", Family::Entrypoint),
     ];
     FAMILIES
         .iter()
@@ -347,7 +362,7 @@ fn unknown_key_message(suffix: &str) -> String {
     format!(
         "unknown annotation {suffix:?} under {PREFIX} (known: inject, role, auth-path, auth-type, \
          secret-NAME, format-NAME, key-NAME, template-NAME, file-NAME, mode-NAME, env-VAR, \
-         volume-NAME, containers, agent, reload, reload-command, status, vault-address, \
+         volume-NAME, entrypoint-CONTAINER, containers, agent, reload, reload-command, status, vault-address, \
          tls-skip-verify, ca-cert)"
     )
 }
@@ -699,6 +714,20 @@ fn parse_env(var: &str, value: &str) -> Result<EnvRequest, String> {
     })
 }
 
+/// A JSON array of strings, e.g. `["/app/server", "--port", "8080"]`.
+fn parse_entrypoint(value: &str) -> Result<Vec<String>, String> {
+    let argv: Vec<String> = serde_json::from_str(value).map_err(|_| {
+        "must be a JSON array of strings, e.g. [\"/app/server\", \"--flag\"]".to_string()
+    })?;
+    if argv.first().is_none_or(|p| p.trim().is_empty()) {
+        return Err(
+            "must name the program to run (the array is empty or starts with an empty string)"
+                .into(),
+        );
+    }
+    Ok(argv)
+}
+
 /// Checks template syntax now rather than at the first render in the pod.
 fn check_template(source: &str) -> Result<(), String> {
     if source.trim().is_empty() {
@@ -764,8 +793,16 @@ mod tests {
             ("agent", "init-only"),
             ("reload", "hup"),
             ("status", "injected"),
+            (
+                "entrypoint-worker",
+                r#"["/app/worker", "--queue", "orders"]"#,
+            ),
         ])
         .unwrap();
+        assert_eq!(
+            req.entrypoints["worker"],
+            ["/app/worker", "--queue", "orders"]
+        );
         assert!(req.wants_injection());
         assert!(req.is_injected());
         assert_eq!(req.role.as_deref(), Some("app"));
@@ -1000,6 +1037,21 @@ mod tests {
             (&[("volume-data", "")], "volume-data", "volume profile"),
             (&[("volume-Data", "p")], "volume-Data", "DNS label"),
             (&[("volume-data", "../x")], "volume-data", "volume profile"),
+            (
+                &[("entrypoint-app", "/app/server")],
+                "entrypoint-app",
+                "JSON array",
+            ),
+            (
+                &[("entrypoint-app", "[]")],
+                "entrypoint-app",
+                "name the program",
+            ),
+            (
+                &[("entrypoint-App", "[\"x\"]")],
+                "entrypoint-App",
+                "DNS label",
+            ),
         ];
         for (pairs, key, needle) in cases {
             let err = parse(pairs).expect_err(&format!("{pairs:?} must be rejected"));

@@ -77,6 +77,8 @@ pub struct Plan {
     pub role: Option<String>,
     pub env: Vec<EnvRequest>,
     pub volumes: Vec<VolumeRequest>,
+    /// Image entrypoints for `exec` wrapping, by container name.
+    pub entrypoints: std::collections::BTreeMap<String, Vec<String>>,
     pub pod_name: String,
 }
 
@@ -165,6 +167,20 @@ pub fn plan_request(
     }
     check_reserved_names(spec)?;
     let targets = targets(&req, spec, false)?;
+    let missing: Vec<Problem> = req
+        .entrypoints
+        .keys()
+        .filter(|name| !spec.containers.iter().any(|c| &c.name == *name))
+        .map(|name| {
+            Problem::new(
+                format!("{PREFIX}entrypoint-{name}"),
+                format!("container {name:?} is not in the pod's containers"),
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Annotations(annotations::Error { problems: missing }));
+    }
 
     let method = req.auth_type.unwrap_or(cfg.auth.method);
     let role = req.role.clone().or_else(|| cfg.auth.role.clone());
@@ -184,6 +200,7 @@ pub fn plan_request(
         volumes,
         agent: lifecycle,
         reload,
+        entrypoints,
         ..
     } = req;
     let agent = AgentConfig {
@@ -255,6 +272,7 @@ pub fn plan_request(
         role,
         env,
         volumes,
+        entrypoints,
         pod_name,
     })))
 }
@@ -606,6 +624,11 @@ mod tests {
                 with_ann(simple(&["app"]), &[("inject", "yes")]),
                 "vault-injector.io/inject",
                 "not a boolean",
+            ),
+            (
+                with_ann(simple(&["app"]), &[("entrypoint-web", "[\"/w\"]")]),
+                "vault-injector.io/entrypoint-web",
+                "not in the pod",
             ),
             (
                 with_ann(simple(&["app"]), &[("status", "pending")]),
