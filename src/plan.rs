@@ -131,6 +131,9 @@ pub fn plan_request(
     if is_own_pod(pod, cfg) {
         return Ok(Planned::Skip("the injector's own pod".into()));
     }
+    if !req.wants_injection() {
+        return Ok(Planned::Skip("injection not requested".into()));
+    }
     let spec = pod
         .spec
         .as_ref()
