@@ -292,15 +292,27 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
         (None, None) => {}
     }
 
-    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    // file -> (secret, whether its file annotation is explicit)
+    let mut files: BTreeMap<String, (&str, bool)> = BTreeMap::new();
     for (name, c) in secrets {
         match build_secret(name, &c) {
             Ok(s) => {
-                if let Some(other) = files.insert(s.file.clone(), s.name.clone()) {
+                let explicit = c.file.is_some();
+                if let Some((other, other_explicit)) =
+                    files.insert(s.file.clone(), (name, explicit))
+                {
+                    // Name an annotation that exists: two default file names
+                    // cannot collide, so at least one of the two is explicit.
+                    let culprit = if explicit || !other_explicit {
+                        name
+                    } else {
+                        other
+                    };
+                    let partner = if culprit == name { other } else { name };
                     problems.push(Problem::new(
-                        format!("{PREFIX}file-{name}"),
+                        format!("{PREFIX}file-{culprit}"),
                         format!(
-                            "file {:?} is also used by secret {other:?}; each secret needs its own file",
+                            "file {:?} is also used by secret {partner:?}; each secret needs its own file",
                             s.file
                         ),
                     ));
@@ -997,6 +1009,21 @@ mod tests {
                 &[("secret-a", "kv/a"), ("secret-b", "kv/b"), ("file-b", "a")],
                 "file-b",
                 "also used",
+            ),
+            (
+                &[("secret-a", "kv/a"), ("secret-b", "kv/b"), ("file-a", "b")],
+                "file-a",
+                "also used by secret \"b\"",
+            ),
+            (
+                &[
+                    ("secret-a", "kv/a"),
+                    ("secret-b", "kv/b"),
+                    ("file-a", "x"),
+                    ("file-b", "./x"),
+                ],
+                "file-b",
+                "also used by secret \"a\"",
             ),
             (
                 &[("agent", "always")],
