@@ -129,9 +129,15 @@ impl Injector {
             .and_then(|pod| mutate_pod(&pod, &self.config, &mut audit));
         // The one place a business error becomes a denial.
         let resp = match result {
-            Ok(None) => resp,
-            Ok(Some(patch)) => match resp.clone().with_patch(patch) {
-                Ok(r) => {
+            Ok(Mutation { patch: None, .. }) => resp,
+            Ok(Mutation {
+                patch: Some(patch),
+                warnings,
+            }) => match resp.clone().with_patch(patch) {
+                Ok(mut r) => {
+                    if !warnings.is_empty() {
+                        r.warnings = Some(warnings);
+                    }
                     audit.patch_digest = r.patch.as_deref().map(|p| hex::encode(Sha256::digest(p)));
                     r
                 }
@@ -225,13 +231,18 @@ pub fn pod_from_dynamic(obj: DynamicObject) -> Result<Pod> {
     })
 }
 
+/// What to do to an admitted pod.
+#[derive(Debug, Default)]
+pub struct Mutation {
+    /// `None`: admit unchanged.
+    pub patch: Option<Patch>,
+    /// Admission warnings for the client (`kubectl` prints them).
+    pub warnings: Vec<String>,
+}
+
 /// Plans and patches one pod, filling the audit record as facts become
-/// known. `Ok(None)`: admit unchanged. Shared by the webhook and `mutate`.
-pub fn mutate_pod(
-    pod: &Pod,
-    cfg: &WebhookConfig,
-    audit: &mut AdmissionAudit,
-) -> Result<Option<Patch>> {
+/// known. Shared by the webhook and `mutate`.
+pub fn mutate_pod(pod: &Pod, cfg: &WebhookConfig, audit: &mut AdmissionAudit) -> Result<Mutation> {
     if audit.namespace.is_empty() {
         audit.namespace = pod.metadata.namespace.clone().unwrap_or_default();
     }
@@ -247,7 +258,7 @@ pub fn mutate_pod(
         Planned::Skip(reason) => {
             audit.decision = Decision::Skipped;
             audit.reason = reason;
-            Ok(None)
+            Ok(Mutation::default())
         }
         Planned::Remount(targets) => {
             audit.decision = Decision::Injected;
@@ -256,7 +267,10 @@ pub fn mutate_pod(
                 "already injected; mounted the secrets into containers added since: {}",
                 audit.containers.join(", ")
             );
-            Ok(Some(crate::patch::build_remount(pod, &targets)))
+            Ok(Mutation {
+                patch: Some(crate::patch::build_remount(pod, &targets)),
+                warnings: Vec::new(),
+            })
         }
         Planned::Inject(p) => {
             let patch = crate::patch::build(pod, &p, cfg);
@@ -286,7 +300,10 @@ pub fn mutate_pod(
                     " (classic)"
                 }
             );
-            Ok(Some(patch))
+            Ok(Mutation {
+                patch: Some(patch),
+                warnings: p.warnings,
+            })
         }
     }
 }
@@ -409,6 +426,25 @@ mod tests {
         let (v, audit) = run(&review(svc)).await;
         assert_eq!(v["response"]["allowed"], true);
         assert_eq!(audit.decision, Decision::Skipped);
+    }
+
+    #[tokio::test]
+    async fn warnings_reach_the_client() {
+        let mut cfg = WebhookConfig::default();
+        cfg.agent.native_sidecar = false;
+        let inj = Injector::new(Arc::new(cfg));
+        let body = review(pod_request(json!({
+            "metadata": {"name": "job-x", "annotations": {
+                "vault-injector.io/inject": "true",
+                "vault-injector.io/role": "r",
+                "vault-injector.io/secret-db": "kv/db"}},
+            "spec": {"restartPolicy": "OnFailure", "containers": [{"name": "app", "image": "x"}]}
+        })));
+        let r = inj.review(&body).await.unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["response"]["allowed"], true);
+        let w = v["response"]["warnings"][0].as_str().unwrap();
+        assert!(w.contains("init-only"), "{w}");
     }
 
     #[tokio::test]

@@ -224,9 +224,12 @@ fn mutate_document(
         namespace,
         ..Default::default()
     };
-    let patch =
+    let mutation =
         crate::admission::mutate_pod(&pod, cfg, &mut audit).map_err(|e| fail(e.to_string()))?;
-    if let Some(patch) = patch {
+    for w in &mutation.warnings {
+        eprintln!("vault-injector: warning: {origin}: document {index} ({kind} {name}): {w}");
+    }
+    if let Some(patch) = mutation.patch {
         // The patch addresses /metadata and /spec, which the template has in
         // the same shape as a pod; applying it to the raw template keeps
         // fields this build's Kubernetes types do not know.

@@ -80,6 +80,9 @@ pub struct Plan {
     /// Image entrypoints for `exec` wrapping, by container name.
     pub entrypoints: std::collections::BTreeMap<String, Vec<String>>,
     pub pod_name: String,
+    /// Not wrong enough to deny, but worth telling whoever applies the pod
+    /// (returned as admission warnings).
+    pub warnings: Vec<String>,
 }
 
 /// Pod name for logs and audit: the name, or `generateName*`.
@@ -264,6 +267,18 @@ pub fn plan_request(
         .and_then(|s| s.run_as_group)
         .filter(|&g| g != 0)
         .unwrap_or(cfg.agent.run_as_group);
+    let mut warnings = Vec::new();
+    let classic_sidecar = !cfg.agent.native_sidecar && lifecycle != Lifecycle::InitOnly;
+    if let Some(policy) = spec
+        .restart_policy
+        .as_deref()
+        .filter(|p| classic_sidecar && *p != "Always")
+    {
+        warnings.push(format!(
+            "{PREFIX}agent: the classic sidecar never exits, so this pod (restartPolicy \
+             {policy}) never completes; use agent init-only for Jobs on this cluster"
+        ));
+    }
     Ok(Planned::Inject(Box::new(Plan {
         lifecycle,
         native_sidecar: cfg.agent.native_sidecar,
@@ -277,6 +292,7 @@ pub fn plan_request(
         volumes,
         entrypoints,
         pod_name,
+        warnings,
     })))
 }
 
@@ -587,6 +603,23 @@ mod tests {
         let err = deny(&named);
         assert!(err.contains("vault-injector.io/containers"), "{err}");
         assert!(err.contains("sidecar-only"), "{err}");
+    }
+
+    #[test]
+    fn classic_sidecar_in_a_job_warns() {
+        let mut classic = WebhookConfig::default();
+        classic.agent.native_sidecar = false;
+        let mut job = simple(&["app"]);
+        job.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        let w = inject(&job, &classic).warnings;
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("vault-injector.io/agent") && w[0].contains("init-only"),
+            "{w:?}"
+        );
+        assert!(inject(&job, &WebhookConfig::default()).warnings.is_empty());
+        let init_only = with_ann(job, &[("agent", "init-only")]);
+        assert!(inject(&init_only, &classic).warnings.is_empty());
     }
 
     #[test]
