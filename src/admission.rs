@@ -428,6 +428,57 @@ mod tests {
         assert_eq!(audit.decision, Decision::Skipped);
     }
 
+    /// Odd inputs get an answer or a 400, never a panic.
+    #[tokio::test]
+    async fn odd_objects_are_answered() {
+        let objects = [
+            json!(null),
+            json!({}),
+            json!({"metadata": {}}),
+            json!({"metadata": {"annotations": {"vault-injector.io/inject": "true"}}}),
+            json!({"metadata": {"annotations": {"vault-injector.io/inject": "true",
+                "vault-injector.io/secret-a": "kv/a", "vault-injector.io/role": "r"}}}),
+            json!({"metadata": {"annotations": {"vault-injector.io/inject": 5}}, "spec": {"containers": []}}),
+            json!({"metadata": {"annotations": {"vault-injector.io/inject": "true",
+                "vault-injector.io/secret-a": "kv/a", "vault-injector.io/role": "r"}},
+                "spec": {"containers": []}}),
+            json!({"kind": "Deployment", "metadata": {}}),
+            json!([1, 2]),
+        ];
+        let inj = Injector::new(Arc::new(WebhookConfig::default()));
+        let mut answered = Vec::new();
+        for obj in objects {
+            let body = review(pod_request(obj.clone()));
+            // Objects the API server could never send (metadata not typed
+            // as Kubernetes defines it) make the whole review unreadable.
+            let r = match inj.review(&body).await {
+                Ok(r) => r,
+                Err(BadReview::Json(_)) => continue,
+                Err(e) => panic!("{obj}: {e}"),
+            };
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert!(v["response"]["allowed"].is_boolean(), "{obj}");
+            if v["response"]["allowed"] == false {
+                assert!(!r.audit.reason.is_empty(), "{obj}");
+            }
+            answered.push((obj, r.audit.decision));
+        }
+        let decisions: Vec<_> = answered.iter().map(|(_, d)| *d).collect();
+        assert_eq!(
+            decisions,
+            [
+                Decision::Error,   // null object
+                Decision::Skipped, // {}
+                Decision::Skipped, // no annotations
+                Decision::Denied,  // inject without anything to inject
+                Decision::Denied,  // no spec
+                Decision::Injected,
+                Decision::Skipped, // kind says Deployment: not a pod to us
+            ],
+            "{answered:?}"
+        );
+    }
+
     #[tokio::test]
     async fn warnings_reach_the_client() {
         let mut cfg = WebhookConfig::default();
