@@ -39,13 +39,15 @@ pub enum Error {
     NotAPod(serde_json::Error),
     #[error("the request carries no object")]
     NoObject,
+    #[error("cannot serialize the patch: {0}")]
+    Patch(serde_json::Error),
 }
 
 impl Error {
     fn decision(&self) -> Decision {
         match self {
             Error::Plan(_) => Decision::Denied,
-            Error::NotAPod(_) | Error::NoObject => Decision::Error,
+            Error::NotAPod(_) | Error::NoObject | Error::Patch(_) => Decision::Error,
         }
     }
 }
@@ -105,7 +107,7 @@ impl Injector {
         mut req: AdmissionRequest<T>,
         to_pod: fn(T) -> Result<Pod>,
     ) -> (AdmissionResponse, AdmissionAudit) {
-        let resp = AdmissionResponse::from(&req);
+        let mut resp = AdmissionResponse::from(&req);
         let mut audit = AdmissionAudit {
             uid: std::mem::take(&mut req.uid),
             namespace: req.namespace.take().unwrap_or_default(),
@@ -121,32 +123,33 @@ impl Injector {
             audit.reason = format!("not a pod CREATE ({} {})", audit.operation, req.kind.kind);
             return (resp, audit);
         }
-        let result = req
+        let outcome = req
             .object
             .take()
             .ok_or(Error::NoObject)
             .and_then(to_pod)
-            .and_then(|pod| mutate_pod(&pod, &self.config, &mut audit));
+            .and_then(|pod| mutate_pod(&pod, &self.config, &mut audit))
+            .and_then(|m| {
+                let patch = m
+                    .patch
+                    .map(|p| serde_json::to_vec(&p))
+                    .transpose()
+                    .map_err(Error::Patch)?;
+                Ok((patch, m.warnings))
+            });
         // The one place a business error becomes a denial.
-        let resp = match result {
-            Ok(Mutation { patch: None, .. }) => resp,
-            Ok(Mutation {
-                patch: Some(patch),
-                warnings,
-            }) => match resp.clone().with_patch(patch) {
-                Ok(mut r) => {
-                    if !warnings.is_empty() {
-                        r.warnings = Some(warnings);
-                    }
-                    audit.patch_digest = r.patch.as_deref().map(|p| hex::encode(Sha256::digest(p)));
-                    r
+        let resp = match outcome {
+            Ok((patch, warnings)) => {
+                audit.patch_digest = patch.as_deref().map(|p| hex::encode(Sha256::digest(p)));
+                // `encode_review` writes `patchType` whenever there is a
+                // patch; the bytes are set here directly so they are
+                // serialized (and hashed) once.
+                resp.patch = patch;
+                if !warnings.is_empty() {
+                    resp.warnings = Some(warnings);
                 }
-                Err(e) => {
-                    audit.decision = Decision::Error;
-                    audit.reason = format!("cannot serialize the patch: {e}");
-                    resp.deny(&audit.reason)
-                }
-            },
+                resp
+            }
             Err(e) => {
                 audit.decision = e.decision();
                 audit.reason = e.to_string();
