@@ -81,24 +81,20 @@ impl Injector {
         // straight into typed structs costs half as much as going through
         // `DynamicObject` (whose flattened map is buffered twice). Anything
         // else, including a pod too broken to read, takes the generic path.
-        let (types, resp, audit) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        let (resp, audit) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
             Ok(review) => {
                 let req: AdmissionRequest<Pod> =
                     review.try_into().map_err(|_| BadReview::NoRequest)?;
-                let types = req.types.clone();
-                let (resp, audit) = self.decide(req, Ok);
-                (types, resp, audit)
+                self.decide(req, Ok)
             }
             Err(_) => {
                 let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
                 let req: AdmissionRequest<DynamicObject> =
                     review.try_into().map_err(|_| BadReview::NoRequest)?;
-                let types = req.types.clone();
-                let (resp, audit) = self.decide(req, pod_from_dynamic);
-                (types, resp, audit)
+                self.decide(req, pod_from_dynamic)
             }
         };
-        let body = encode_review(&types, &resp)?;
+        let body = encode_review(&resp.types, &resp)?;
         Ok(Reviewed { body, audit })
     }
 
