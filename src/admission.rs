@@ -2,9 +2,8 @@
 //! error becomes a denial. The HTTP server (`server`) calls [`Injector`];
 //! the `mutate` command calls [`mutate_pod`], the same core.
 //!
-//! Nothing here has side effects: the only I/O is reading volume profiles
-//! from Vault (a read, cached), so dry-run requests are answered exactly like
-//! real ones.
+//! Nothing here has side effects (no Vault, no Kubernetes API), so dry-run
+//! requests are answered exactly like real ones.
 
 use std::sync::Arc;
 
@@ -42,6 +41,8 @@ pub enum Error {
     NotAPod(serde_json::Error),
     #[error("the request carries no object")]
     NoObject,
+    #[error("cannot serialize the patch: {0}")]
+    Patch(serde_json::Error),
     /// Refused by the connection-override allowlist, the cluster policy or a
     /// volume profile; or Vault could not be asked about a profile.
     #[error(transparent)]
@@ -53,7 +54,7 @@ impl Error {
         match self {
             Error::Plan(_) => Decision::Denied,
             Error::Gate(g) => g.decision(),
-            Error::NotAPod(_) | Error::NoObject => Decision::Error,
+            Error::NotAPod(_) | Error::NoObject | Error::Patch(_) => Decision::Error,
         }
     }
 }
@@ -99,20 +100,33 @@ impl Injector {
 
     /// Handles one AdmissionReview body.
     pub async fn review(&self, body: &[u8]) -> Result<Reviewed, BadReview> {
-        let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
-        let req: AdmissionRequest<DynamicObject> =
-            review.try_into().map_err(|_| BadReview::NoRequest)?;
-        let types = req.types.clone();
-        let (resp, audit) = self.decide(req).await;
-        let body = encode_review(&types, &resp)?;
+        // Pods are all the webhook is registered for, and reading one
+        // straight into typed structs costs half as much as going through
+        // `DynamicObject` (whose flattened map is buffered twice). Anything
+        // else, including a pod too broken to read, takes the generic path.
+        let (resp, audit) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+            Ok(review) => {
+                let req: AdmissionRequest<Pod> =
+                    review.try_into().map_err(|_| BadReview::NoRequest)?;
+                self.decide(req, Ok).await
+            }
+            Err(_) => {
+                let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
+                let req: AdmissionRequest<DynamicObject> =
+                    review.try_into().map_err(|_| BadReview::NoRequest)?;
+                self.decide(req, pod_from_dynamic).await
+            }
+        };
+        let body = encode_review(&resp.types, &resp)?;
         Ok(Reviewed { body, audit })
     }
 
-    async fn decide(
+    async fn decide<T: kube::Resource>(
         &self,
-        mut req: AdmissionRequest<DynamicObject>,
+        mut req: AdmissionRequest<T>,
+        to_pod: fn(T) -> Result<Pod>,
     ) -> (AdmissionResponse, AdmissionAudit) {
-        let resp = AdmissionResponse::from(&req);
+        let mut resp = AdmissionResponse::from(&req);
         let mut audit = AdmissionAudit {
             uid: std::mem::take(&mut req.uid),
             namespace: req.namespace.take().unwrap_or_default(),
@@ -128,31 +142,33 @@ impl Injector {
             audit.reason = format!("not a pod CREATE ({} {})", audit.operation, req.kind.kind);
             return (resp, audit);
         }
-        let result = match req
-            .object
-            .take()
-            .ok_or(Error::NoObject)
-            .and_then(pod_from_dynamic)
-        {
+        let mutation = match req.object.take().ok_or(Error::NoObject).and_then(to_pod) {
             Ok(pod) => {
                 mutate_pod(&pod, &self.config, &self.gate, Volumes::Resolve, &mut audit).await
             }
             Err(e) => Err(e),
         };
+        let outcome = mutation.and_then(|m| {
+            let patch = m
+                .patch
+                .map(|p| serde_json::to_vec(&p))
+                .transpose()
+                .map_err(Error::Patch)?;
+            Ok((patch, m.warnings))
+        });
         // The one place a business error becomes a denial.
-        let resp = match result {
-            Ok(None) => resp,
-            Ok(Some(patch)) => match resp.clone().with_patch(patch) {
-                Ok(r) => {
-                    audit.patch_digest = r.patch.as_deref().map(|p| hex::encode(Sha256::digest(p)));
-                    r
+        let resp = match outcome {
+            Ok((patch, warnings)) => {
+                audit.patch_digest = patch.as_deref().map(|p| hex::encode(Sha256::digest(p)));
+                // `encode_review` writes `patchType` whenever there is a
+                // patch; the bytes are set here directly so they are
+                // serialized (and hashed) once.
+                resp.patch = patch;
+                if !warnings.is_empty() {
+                    resp.warnings = Some(warnings);
                 }
-                Err(e) => {
-                    audit.decision = Decision::Error;
-                    audit.reason = format!("cannot serialize the patch: {e}");
-                    resp.deny(&audit.reason)
-                }
-            },
+                resp
+            }
             Err(e) => {
                 audit.decision = e.decision();
                 audit.reason = e.to_string();
@@ -237,15 +253,25 @@ pub fn pod_from_dynamic(obj: DynamicObject) -> Result<Pod> {
     })
 }
 
+/// What to do to an admitted pod.
+#[derive(Debug, Default)]
+pub struct Mutation {
+    /// `None`: admit unchanged.
+    pub patch: Option<Patch>,
+    /// Admission warnings for the client (`kubectl` prints them).
+    pub warnings: Vec<String>,
+}
+
 /// Plans and patches one pod, filling the audit record as facts become
-/// known. `Ok(None)`: admit unchanged. Shared by the webhook and `mutate`.
+/// known. A [`Mutation`] without a patch: admit unchanged. Shared by the
+/// webhook and `mutate`.
 pub async fn mutate_pod(
     pod: &Pod,
     cfg: &WebhookConfig,
     gate: &Gate,
     volumes: Volumes,
     audit: &mut AdmissionAudit,
-) -> Result<Option<Patch>> {
+) -> Result<Mutation> {
     if audit.namespace.is_empty() {
         audit.namespace = pod.metadata.namespace.clone().unwrap_or_default();
     }
@@ -261,7 +287,7 @@ pub async fn mutate_pod(
         Planned::Skip(reason) => {
             audit.decision = Decision::Skipped;
             audit.reason = reason;
-            Ok(None)
+            Ok(Mutation::default())
         }
         Planned::Remount(targets) => {
             audit.decision = Decision::Injected;
@@ -270,7 +296,10 @@ pub async fn mutate_pod(
                 "already injected; mounted the secrets into containers added since: {}",
                 audit.containers.join(", ")
             );
-            Ok(Some(crate::patch::build_remount(pod, &targets)))
+            Ok(Mutation {
+                patch: Some(crate::patch::build_remount(pod, &targets)),
+                warnings: Vec::new(),
+            })
         }
         Planned::Inject(mut p) => {
             // Filled in first so that a denial's audit line says what was asked.
@@ -358,7 +387,10 @@ pub async fn mutate_pod(
                     " (classic)"
                 }
             );
-            Ok(Some(patch))
+            Ok(Mutation {
+                patch: Some(patch),
+                warnings: std::mem::take(&mut p.warnings),
+            })
         }
     }
 }
@@ -579,6 +611,76 @@ mod tests {
         let (v, audit) = run(&review(svc)).await;
         assert_eq!(v["response"]["allowed"], true);
         assert_eq!(audit.decision, Decision::Skipped);
+    }
+
+    /// Odd inputs get an answer or a 400, never a panic.
+    #[tokio::test]
+    async fn odd_objects_are_answered() {
+        let objects = [
+            json!(null),
+            json!({}),
+            json!({"metadata": {}}),
+            json!({"metadata": {"annotations": {"vault-injector.io/inject": "true"}}}),
+            json!({"metadata": {"annotations": {"vault-injector.io/inject": "true",
+                "vault-injector.io/secret-a": "kv/a", "vault-injector.io/role": "r"}}}),
+            json!({"metadata": {"annotations": {"vault-injector.io/inject": 5}}, "spec": {"containers": []}}),
+            json!({"metadata": {"annotations": {"vault-injector.io/inject": "true",
+                "vault-injector.io/secret-a": "kv/a", "vault-injector.io/role": "r"}},
+                "spec": {"containers": []}}),
+            json!({"kind": "Deployment", "metadata": {}}),
+            json!([1, 2]),
+        ];
+        let inj = Injector::try_new(Arc::new(WebhookConfig::default())).unwrap();
+        let mut answered = Vec::new();
+        for obj in objects {
+            let body = review(pod_request(obj.clone()));
+            // Objects the API server could never send (metadata not typed
+            // as Kubernetes defines it) make the whole review unreadable.
+            let r = match inj.review(&body).await {
+                Ok(r) => r,
+                Err(BadReview::Json(_)) => continue,
+                Err(e) => panic!("{obj}: {e}"),
+            };
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert!(v["response"]["allowed"].is_boolean(), "{obj}");
+            if v["response"]["allowed"] == false {
+                assert!(!r.audit.reason.is_empty(), "{obj}");
+            }
+            answered.push((obj, r.audit.decision));
+        }
+        let decisions: Vec<_> = answered.iter().map(|(_, d)| *d).collect();
+        assert_eq!(
+            decisions,
+            [
+                Decision::Error,   // null object
+                Decision::Skipped, // {}
+                Decision::Skipped, // no annotations
+                Decision::Denied,  // inject without anything to inject
+                Decision::Denied,  // no spec
+                Decision::Injected,
+                Decision::Skipped, // kind says Deployment: not a pod to us
+            ],
+            "{answered:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn warnings_reach_the_client() {
+        let mut cfg = WebhookConfig::default();
+        cfg.agent.native_sidecar = false;
+        let inj = Injector::try_new(Arc::new(cfg)).unwrap();
+        let body = review(pod_request(json!({
+            "metadata": {"name": "job-x", "annotations": {
+                "vault-injector.io/inject": "true",
+                "vault-injector.io/role": "r",
+                "vault-injector.io/secret-db": "kv/db"}},
+            "spec": {"restartPolicy": "OnFailure", "containers": [{"name": "app", "image": "x"}]}
+        })));
+        let r = inj.review(&body).await.unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["response"]["allowed"], true);
+        let w = v["response"]["warnings"][0].as_str().unwrap();
+        assert!(w.contains("init-only"), "{w}");
     }
 
     #[tokio::test]

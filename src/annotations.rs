@@ -139,8 +139,8 @@ pub struct InjectionRequest {
     pub containers: Option<Vec<String>>,
     pub agent: Lifecycle,
     pub reload: Option<Reload>,
-    /// `entrypoint-CONTAINER`: the image entrypoint of a container without
-    /// `command`, needed to wrap it with `vault-injector exec`.
+    /// `entrypoint-CONTAINER`: the image's entrypoint for containers without
+    /// `command`, which `exec` needs to wrap (no registry calls at admission).
     pub entrypoints: BTreeMap<String, Vec<String>>,
 }
 
@@ -222,19 +222,9 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
                 Some(v) => reload_command = Some((key, v)),
                 None => bad("must not be empty".into()),
             },
-            // Connection overrides: judged against the operator's allowlist
-            // by `policy::overrides`, which denies them by default.
+            // Connection overrides: known keys, but judged against the
+            // operator's allowlist by `policy::overrides`, which owns them.
             "vault-address" | "tls-skip-verify" | "ca-cert" => {}
-            _ if suffix.starts_with("entrypoint-") => {
-                let name = &suffix["entrypoint-".len()..];
-                match parse_entrypoint(value) {
-                    Ok(cmd) if !name.is_empty() => {
-                        req.entrypoints.insert(name.to_string(), cmd);
-                    }
-                    Ok(_) => bad("needs a container name after entrypoint-".into()),
-                    Err(m) => bad(m),
-                }
-            }
             _ => {
                 let Some((family, name)) = split_family(suffix) else {
                     bad(unknown_key_message(suffix));
@@ -245,6 +235,14 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
                         Ok(e) => req.env.push(e),
                         Err(m) => bad(m),
                     },
+                    Family::Entrypoint => {
+                        match check_name(name).and_then(|()| parse_entrypoint(value)) {
+                            Ok(argv) => {
+                                req.entrypoints.insert(name.to_string(), argv);
+                            }
+                            Err(m) => bad(m),
+                        }
+                    }
                     Family::Volume => match check_name(name).and_then(|()| check_profile(value)) {
                         Ok(()) => req.volumes.push(VolumeRequest {
                             name: name.to_string(),
@@ -265,7 +263,9 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
                             Family::Template => c.template = Some((key, value)),
                             Family::File => c.file = Some((key, value)),
                             Family::Mode => c.mode = Some((key, value)),
-                            Family::Env | Family::Volume => unreachable!("handled above"),
+                            Family::Env | Family::Volume | Family::Entrypoint => {
+                                unreachable!("handled above")
+                            }
                         }
                     }
                 }
@@ -292,15 +292,27 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
         (None, None) => {}
     }
 
-    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    // file -> (secret, whether its file annotation is explicit)
+    let mut files: BTreeMap<String, (&str, bool)> = BTreeMap::new();
     for (name, c) in secrets {
         match build_secret(name, &c) {
             Ok(s) => {
-                if let Some(other) = files.insert(s.file.clone(), s.name.clone()) {
+                let explicit = c.file.is_some();
+                if let Some((other, other_explicit)) =
+                    files.insert(s.file.clone(), (name, explicit))
+                {
+                    // Name an annotation that exists: two default file names
+                    // cannot collide, so at least one of the two is explicit.
+                    let culprit = if explicit || !other_explicit {
+                        name
+                    } else {
+                        other
+                    };
+                    let partner = if culprit == name { other } else { name };
                     problems.push(Problem::new(
-                        format!("{PREFIX}file-{name}"),
+                        format!("{PREFIX}file-{culprit}"),
                         format!(
-                            "file {:?} is also used by secret {other:?}; each secret needs its own file",
+                            "file {:?} is also used by secret {partner:?}; each secret needs its own file",
                             s.file
                         ),
                     ));
@@ -338,10 +350,11 @@ enum Family {
     Mode,
     Env,
     Volume,
+    Entrypoint,
 }
 
 fn split_family(suffix: &str) -> Option<(Family, &str)> {
-    const FAMILIES: [(&str, Family); 8] = [
+    const FAMILIES: [(&str, Family); 9] = [
         ("secret-", Family::Secret),
         ("format-", Family::Format),
         ("key-", Family::Key),
@@ -350,41 +363,19 @@ fn split_family(suffix: &str) -> Option<(Family, &str)> {
         ("mode-", Family::Mode),
         ("env-", Family::Env),
         ("volume-", Family::Volume),
+        ("entrypoint-", Family::Entrypoint),
     ];
     FAMILIES
         .iter()
         .find_map(|(p, f)| suffix.strip_prefix(p).map(|name| (*f, name)))
 }
 
-/// A container entrypoint: a JSON array of strings (`["/app/server", "-v"]`)
-/// or a single program path.
-pub fn parse_entrypoint(value: &str) -> Result<Vec<String>, String> {
-    let v = value.trim();
-    let cmd: Vec<String> = if v.starts_with('[') {
-        serde_json::from_str(v).map_err(|e| {
-            format!(
-                "{v:?} is not a JSON array of strings (e.g. [\"/app/server\", \"--flag\"]): {e}"
-            )
-        })?
-    } else if v.is_empty() || v.contains(char::is_whitespace) {
-        return Err(format!(
-            "{v:?}: write the entrypoint as a JSON array of strings, e.g. [\"/app/server\", \"--flag\"]"
-        ));
-    } else {
-        vec![v.to_string()]
-    };
-    if cmd.is_empty() || cmd[0].is_empty() {
-        return Err("the entrypoint must name a program".into());
-    }
-    Ok(cmd)
-}
-
 fn unknown_key_message(suffix: &str) -> String {
     format!(
         "unknown annotation {suffix:?} under {PREFIX} (known: inject, role, auth-path, auth-type, \
          secret-NAME, format-NAME, key-NAME, template-NAME, file-NAME, mode-NAME, env-VAR, \
-         volume-NAME, entrypoint-CONTAINER, containers, agent, reload, reload-command, \
-         vault-address, tls-skip-verify, ca-cert, status)"
+         volume-NAME, entrypoint-CONTAINER, containers, agent, reload, reload-command, status, vault-address, \
+         tls-skip-verify, ca-cert)"
     )
 }
 
@@ -735,13 +726,30 @@ fn parse_env(var: &str, value: &str) -> Result<EnvRequest, String> {
     })
 }
 
+/// A JSON array of strings, e.g. `["/app/server", "--port", "8080"]`.
+fn parse_entrypoint(value: &str) -> Result<Vec<String>, String> {
+    let argv: Vec<String> = serde_json::from_str(value).map_err(|_| {
+        "must be a JSON array of strings, e.g. [\"/app/server\", \"--flag\"]".to_string()
+    })?;
+    if argv.first().is_none_or(|p| p.trim().is_empty()) {
+        return Err(
+            "must name the program to run (the array is empty or starts with an empty string)"
+                .into(),
+        );
+    }
+    Ok(argv)
+}
+
 /// Checks template syntax now rather than at the first render in the pod.
 fn check_template(source: &str) -> Result<(), String> {
     if source.trim().is_empty() {
         return Err("the template must not be empty".into());
     }
-    let env = minijinja::Environment::new();
-    env.template_from_str(source)
+    // Building an environment registers every builtin filter; one shared
+    // instance keeps this check cheap on the admission path.
+    static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(minijinja::Environment::new)
+        .template_from_str(source)
         .map(|_| ())
         .map_err(|e| format!("the template does not parse: {e}"))
 }
@@ -797,8 +805,16 @@ mod tests {
             ("agent", "init-only"),
             ("reload", "hup"),
             ("status", "injected"),
+            (
+                "entrypoint-worker",
+                r#"["/app/worker", "--queue", "orders"]"#,
+            ),
         ])
         .unwrap();
+        assert_eq!(
+            req.entrypoints["worker"],
+            ["/app/worker", "--queue", "orders"]
+        );
         assert!(req.wants_injection());
         assert!(req.is_injected());
         assert_eq!(req.role.as_deref(), Some("app"));
@@ -995,6 +1011,21 @@ mod tests {
                 "also used",
             ),
             (
+                &[("secret-a", "kv/a"), ("secret-b", "kv/b"), ("file-a", "b")],
+                "file-a",
+                "also used by secret \"b\"",
+            ),
+            (
+                &[
+                    ("secret-a", "kv/a"),
+                    ("secret-b", "kv/b"),
+                    ("file-a", "x"),
+                    ("file-b", "./x"),
+                ],
+                "file-b",
+                "also used by secret \"a\"",
+            ),
+            (
                 &[("agent", "always")],
                 "agent",
                 "both, init-only or sidecar-only",
@@ -1033,6 +1064,21 @@ mod tests {
             (&[("volume-data", "")], "volume-data", "volume profile"),
             (&[("volume-Data", "p")], "volume-Data", "DNS label"),
             (&[("volume-data", "../x")], "volume-data", "volume profile"),
+            (
+                &[("entrypoint-app", "/app/server")],
+                "entrypoint-app",
+                "JSON array",
+            ),
+            (
+                &[("entrypoint-app", "[]")],
+                "entrypoint-app",
+                "name the program",
+            ),
+            (
+                &[("entrypoint-App", "[\"x\"]")],
+                "entrypoint-App",
+                "DNS label",
+            ),
         ];
         for (pairs, key, needle) in cases {
             let err = parse(pairs).expect_err(&format!("{pairs:?} must be rejected"));
@@ -1048,6 +1094,18 @@ mod tests {
                 "{pairs:?}: {text:?} lacks {needle:?}"
             );
         }
+    }
+
+    #[test]
+    fn connection_override_keys_are_left_to_the_policy_layer() {
+        let req = parse(&[
+            ("inject", "true"),
+            ("vault-address", "https://other:8200"),
+            ("tls-skip-verify", "true"),
+            ("ca-cert", "-----BEGIN CERTIFICATE-----"),
+        ])
+        .unwrap();
+        assert!(req.wants_injection());
     }
 
     #[test]

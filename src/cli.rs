@@ -32,6 +32,8 @@ pub enum Command {
     Exec(crate::exec::ExecArgs),
     /// Copy this binary into a directory (init container for `exec`).
     CopySelf(crate::exec::CopySelfArgs),
+    /// Check every injector annotation in a tree of manifests (CI).
+    Lint(crate::lint::LintArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -52,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Certs(args) => crate::certs::run(args),
         Command::Exec(args) => crate::exec::run(args),
         Command::CopySelf(args) => crate::exec::run_copy_self(args),
+        Command::Lint(args) => crate::lint::run(args),
     };
     match result {
         Ok(code) => code,

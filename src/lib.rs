@@ -16,6 +16,7 @@ pub mod compat;
 pub mod config;
 pub mod events;
 pub mod exec;
+pub mod lint;
 pub mod logging;
 pub mod manifests;
 pub mod metrics;

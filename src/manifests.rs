@@ -101,8 +101,7 @@ pub fn run_mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
 
 /// Reads FILE, or stdin for `-`; returns a name for messages and the text.
 pub fn read_input(file: &Path) -> Result<(String, String)> {
-    let origin = file.display().to_string();
-    let text = if file == Path::new("-") {
+    if file == Path::new("-") {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
@@ -111,12 +110,12 @@ pub fn read_input(file: &Path) -> Result<(String, String)> {
                 source,
             })?;
         return Ok(("<stdin>".into(), s));
-    } else {
-        std::fs::read_to_string(file).map_err(|source| Error::Read {
-            path: origin.clone(),
-            source,
-        })?
-    };
+    }
+    let origin = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
+        path: origin.clone(),
+        source,
+    })?;
     Ok((origin, text))
 }
 
@@ -229,7 +228,7 @@ fn mutate_document(
     };
     // Offline: the gate's pure checks (policy, overrides) run, volume
     // profiles are not read from Vault.
-    let patch = futures::executor::block_on(crate::admission::mutate_pod(
+    let mutation = futures::executor::block_on(crate::admission::mutate_pod(
         &pod,
         cfg,
         gate,
@@ -237,14 +236,18 @@ fn mutate_document(
         &mut audit,
     ))
     .map_err(|e| fail(e.to_string()))?;
-    if patch.is_some() && !audit.volume_profiles.is_empty() {
+    for w in &mutation.warnings {
+        eprintln!("vault-injector: warning: {origin}: document {index} ({kind} {name}): {w}");
+    }
+    if mutation.patch.is_some() && !audit.volume_profiles.is_empty() {
         eprintln!(
-            "vault-injector mutate: note: volume profile(s) {} are resolved from Vault by the \
-             webhook at admission; this offline output leaves them out",
+            "vault-injector: note: {origin}: document {index} ({kind} {name}): volume profile(s) \
+             {} are resolved from Vault by the webhook at admission; this offline output leaves \
+             them out",
             audit.volume_profiles.join(", ")
         );
     }
-    if let Some(patch) = patch {
+    if let Some(patch) = mutation.patch {
         // The patch addresses /metadata and /spec, which the template has in
         // the same shape as a pod; applying it to the raw template keeps
         // fields this build's Kubernetes types do not know.

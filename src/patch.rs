@@ -729,6 +729,24 @@ mod tests {
     }
 
     #[test]
+    fn pods_without_automounted_token_still_give_the_agent_one() {
+        let mut pod = simple(&["app"]);
+        pod.spec.as_mut().unwrap().automount_service_account_token = Some(false);
+        let out = injected(&pod, &WebhookConfig::default()).spec.unwrap();
+        let token = out
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == TOKEN_VOLUME)
+            .expect("token volume");
+        let src = token.projected.as_ref().unwrap().sources.as_ref().unwrap();
+        assert_eq!(src[0].service_account_token.as_ref().unwrap().path, "token");
+        // Only the agent mounts it; the pod's choice holds for the app.
+        assert_eq!(mount_names(&out.containers[0]), [SECRETS_VOLUME]);
+        assert_eq!(out.automount_service_account_token, Some(false));
+    }
+
+    #[test]
     fn env_only_pods_get_exec_but_no_agent() {
         let pod = pod(json!({
             "metadata": {"name": "p", "annotations": {

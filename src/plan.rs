@@ -107,6 +107,9 @@ pub struct Plan {
     /// The operator's default role, used when neither the pod nor the
     /// policy names one.
     pub default_role: Option<String>,
+    /// Not wrong enough to deny, but worth telling whoever applies the pod
+    /// (returned as admission warnings).
+    pub warnings: Vec<String>,
 }
 
 /// A container that gets env-var secrets through `vault-injector exec`.
@@ -342,6 +345,18 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             .filter(|&g| g != 0)
             .unwrap_or(cfg.agent.run_as_group)
     });
+    let mut warnings = Vec::new();
+    let classic_sidecar = !cfg.agent.native_sidecar && lifecycle != Lifecycle::InitOnly;
+    if let Some(policy) = spec
+        .restart_policy
+        .as_deref()
+        .filter(|p| classic_sidecar && *p != "Always")
+    {
+        warnings.push(format!(
+            "{PREFIX}agent: the classic sidecar never exits, so this pod (restartPolicy \
+             {policy}) never completes; use agent init-only for Jobs on this cluster"
+        ));
+    }
     let mut resources = cfg.agent.resources.clone();
     for (list, wanted) in [
         (&mut resources.limits, &extras.limits),
@@ -375,6 +390,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         extra_volumes: Vec::new(),
         requested_auth_path,
         default_role: cfg.auth.role.clone(),
+        warnings,
     })))
 }
 
@@ -820,6 +836,23 @@ mod tests {
     }
 
     #[test]
+    fn classic_sidecar_in_a_job_warns() {
+        let mut classic = WebhookConfig::default();
+        classic.agent.native_sidecar = false;
+        let mut job = simple(&["app"]);
+        job.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        let w = inject(&job, &classic).warnings;
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].contains("vault-injector.io/agent") && w[0].contains("init-only"),
+            "{w:?}"
+        );
+        assert!(inject(&job, &WebhookConfig::default()).warnings.is_empty());
+        let init_only = with_ann(job, &[("agent", "init-only")]);
+        assert!(inject(&init_only, &classic).warnings.is_empty());
+    }
+
+    #[test]
     fn pod_level_denials_name_the_annotation() {
         let mut no_role = simple(&["app"]);
         no_role
@@ -843,6 +876,11 @@ mod tests {
                 with_ann(simple(&["app"]), &[("containers", "app,ghost")]),
                 "vault-injector.io/containers",
                 "\"ghost\" is not in the pod",
+            ),
+            (
+                with_ann(simple(&["app"]), &[("entrypoint-web", "[\"/w\"]")]),
+                "vault-injector.io/entrypoint-web",
+                "no container \"web\" in the pod",
             ),
             (
                 with_ann(simple(&["app"]), &[("inject", "yes")]),

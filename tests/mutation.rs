@@ -164,33 +164,35 @@ async fn simple_pod_gets_a_native_sidecar() {
 async fn three_containers_five_secrets() {
     let o = review("review-3c5s.json").await;
     assert_eq!(o.audit.decision, Decision::Injected);
-    assert_eq!(o.audit.containers, ["checkout", "worker"]);
-    let mut names_paths: Vec<_> = o
+    assert_eq!(o.audit.containers, ["api", "worker"]);
+    assert_eq!(o.audit.namespace, "payments");
+    assert_eq!(o.audit.service_account, "payments-api");
+    let names_paths: Vec<_> = o
         .audit
         .secrets
         .iter()
         .map(|s| (s.name.as_str(), s.path.as_str()))
         .collect();
-    names_paths.sort();
     assert_eq!(
         names_paths,
         [
-            ("config", "secret/data/checkout/config"),
-            ("db", "database/creds/checkout"),
-            ("dsn", "database/creds/checkout-ro"),
-            ("stripe", "secret/data/checkout/stripe"),
-            ("tls", "pki/issue/checkout"),
+            ("config", "secret/data/payments/config"),
+            ("db", "database/creds/payments-rw"),
+            ("kafka", "secret/data/payments/kafka"),
+            ("stripe", "secret/data/payments/stripe"),
+            ("tls", "secret/data/payments/tls"),
         ]
     );
     assert_eq!(o.audit.patch_digest.as_ref().map(String::len), Some(64));
     let pod = o.pod();
     let spec = pod.spec.as_ref().unwrap();
     let by_name = |n: &str| spec.containers.iter().find(|c| c.name == n).unwrap();
-    assert!(has_secrets(by_name("checkout")));
+    assert!(has_secrets(by_name("api")));
     assert!(has_secrets(by_name("worker")));
     assert!(!has_secrets(by_name("metrics")));
     let cfg = agent_config(&spec.init_containers.as_ref().unwrap()[0]);
-    let stripe = cfg.secrets.iter().find(|s| s.name == "stripe").unwrap();
+    let get = |n: &str| cfg.secrets.iter().find(|s| s.name == n).unwrap();
+    let stripe = get("stripe");
     assert_eq!(
         (
             stripe.format,
@@ -198,11 +200,16 @@ async fn three_containers_five_secrets() {
             stripe.file.as_str(),
             stripe.mode
         ),
-        (Format::Raw, Some("api_key"), "stripe/api-key", 0o440)
+        (Format::Raw, Some("api_key"), "stripe", 0o400)
     );
-    let dsn = cfg.secrets.iter().find(|s| s.name == "dsn").unwrap();
-    assert_eq!(dsn.format, Format::Template);
-    assert!(cfg.reload.is_some());
+    let tls = get("tls");
+    assert_eq!(
+        (tls.format, tls.file.as_str()),
+        (Format::Template, "tls/bundle.pem")
+    );
+    assert_eq!(get("config").mode, 0o440);
+    assert_eq!(get("db").format, Format::Env);
+    assert_eq!(get("kafka").format, Format::Yaml);
     validate(o.patched.as_ref().unwrap());
 
     // The classic layout for clusters older than 1.29 validates too.
@@ -214,7 +221,7 @@ async fn three_containers_five_secrets() {
     assert_eq!(names(&spec.init_containers), ["vault-injector-init"]);
     assert_eq!(
         names(&Some(spec.containers.clone())),
-        ["checkout", "worker", "metrics", "vault-injector-agent"]
+        ["api", "worker", "metrics", "vault-injector-agent"]
     );
     validate(o.patched.as_ref().unwrap());
 }
@@ -530,4 +537,98 @@ fn mutate_reads_files_and_uses_the_config() {
     let missing = mutate("", &["-f", "/nonexistent/m.yaml"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/m.yaml"));
+}
+
+/// Not a timed assertion: prints how long the in-process core takes per
+/// admission of the benchmark pod. Run with
+/// `cargo test --test mutation -- --ignored --nocapture review_cost`.
+#[tokio::test]
+#[ignore = "measurement, not a test"]
+async fn review_cost() {
+    let body = std::fs::read(support::data("review-3c5s.json")).unwrap();
+    let compact = serde_json::to_vec(&serde_json::from_slice::<Value>(&body).unwrap()).unwrap();
+    let injector = Injector::try_new(Arc::new(WebhookConfig::default())).unwrap();
+    for _ in 0..200 {
+        injector.review(&compact).await.unwrap();
+    }
+    let n = 5000;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        injector.review(&compact).await.unwrap();
+    }
+    let per = start.elapsed() / n;
+    let parse_start = std::time::Instant::now();
+    for _ in 0..n {
+        let _: Value = serde_json::from_slice(&compact).unwrap();
+    }
+    let parse = parse_start.elapsed() / n;
+    println!(
+        "review-3c5s ({} bytes): review {per:?}/admission ({:.0}/s on one core); \
+         bare serde_json::Value parse {parse:?}",
+        compact.len(),
+        1.0 / per.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+#[ignore = "measurement, not a test"]
+async fn review_cost_breakdown() {
+    use kube::core::admission::{AdmissionRequest, AdmissionReview};
+    use kube::core::DynamicObject;
+    let body = std::fs::read(support::data("review-3c5s.json")).unwrap();
+    let compact = serde_json::to_vec(&serde_json::from_slice::<Value>(&body).unwrap()).unwrap();
+    let cfg = WebhookConfig::default();
+    let n = 3000;
+    let time = |label: &str, f: &mut dyn FnMut()| {
+        for _ in 0..100 {
+            f();
+        }
+        let s = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        println!("{label}: {:?}", s.elapsed() / n);
+    };
+    time("parse review", &mut || {
+        let _: AdmissionReview<DynamicObject> = serde_json::from_slice(&compact).unwrap();
+    });
+    time("parse review typed", &mut || {
+        let _: AdmissionReview<Pod> = serde_json::from_slice(&compact).unwrap();
+    });
+    time("parse Value", &mut || {
+        let _: Value = serde_json::from_slice(&compact).unwrap();
+    });
+    let injector = Injector::try_new(Arc::new(WebhookConfig::default())).unwrap();
+    time("review", &mut || {
+        futures::executor::block_on(injector.review(&compact)).unwrap();
+    });
+    let rev: AdmissionReview<DynamicObject> = serde_json::from_slice(&compact).unwrap();
+    let req: AdmissionRequest<DynamicObject> = rev.try_into().unwrap();
+    let obj = req.object.unwrap();
+    time("pod_from_dynamic", &mut || {
+        vault_injector::admission::pod_from_dynamic(obj.clone()).unwrap();
+    });
+    let pod = vault_injector::admission::pod_from_dynamic(obj.clone()).unwrap();
+    let ann = pod.metadata.annotations.clone().unwrap();
+    time("annotations", &mut || {
+        vault_injector::annotations::from_annotations(&ann).unwrap();
+    });
+    let ctx = vault_injector::plan::RequestContext {
+        namespace: "shop".into(),
+    };
+    time("plan", &mut || {
+        vault_injector::plan::plan(&pod, &ctx, &cfg).unwrap();
+    });
+    let vault_injector::plan::Planned::Inject(p) =
+        vault_injector::plan::plan(&pod, &ctx, &cfg).unwrap()
+    else {
+        panic!()
+    };
+    time("patch", &mut || {
+        vault_injector::patch::build(&pod, &p, &cfg);
+    });
+    let patch = vault_injector::patch::build(&pod, &p, &cfg);
+    time("patch to_vec", &mut || {
+        serde_json::to_vec(&patch).unwrap();
+    });
 }
