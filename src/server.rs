@@ -151,7 +151,7 @@ impl AuditShared {
 }
 
 impl AuditSink {
-    pub fn stdout() -> (Self, AuditWriter) {
+    pub fn stdout() -> std::io::Result<(Self, AuditWriter)> {
         let shared = Arc::new(AuditShared {
             buf: std::sync::Mutex::new(Vec::with_capacity(64 * 1024)),
             stopped: std::sync::atomic::AtomicBool::new(false),
@@ -172,10 +172,9 @@ impl AuditSink {
                 if stopping {
                     return;
                 }
-            })
-            .expect("spawn the audit writer thread");
+            })?;
         let _ = shared.writer.set(thread.thread().clone());
-        (Self(shared.clone()), AuditWriter { shared, thread })
+        Ok((Self(shared.clone()), AuditWriter { shared, thread }))
     }
 
     pub fn emit(&self, record: &AdmissionAudit) {
@@ -529,7 +528,8 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     }));
     let reloader = tokio::spawn(store.clone().watch(tls_reload_interval, metrics.clone()));
 
-    let (audit_sink, audit_writer) = AuditSink::stdout();
+    let (audit_sink, audit_writer) =
+        AuditSink::stdout().context("starting the audit writer thread")?;
     let webhook = Webhook::new(
         Injector::new(Arc::new(cfg)),
         metrics,
@@ -598,7 +598,7 @@ mod tests {
     fn webhook(max_body: usize) -> Webhook {
         let mut cfg = WebhookConfig::default();
         cfg.injector.max_body_bytes = max_body;
-        let (sink, _writer) = AuditSink::stdout();
+        let (sink, _writer) = AuditSink::stdout().unwrap();
         Webhook::new(
             Injector::new(Arc::new(cfg)),
             Arc::new(Metrics::new()),
