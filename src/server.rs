@@ -517,6 +517,9 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let acceptor = TlsAcceptor::from(Arc::new(store.server_config()?));
 
     let metrics = Arc::new(Metrics::new());
+    if let Some(t) = store.not_after() {
+        metrics.tls_not_after(t);
+    }
     let admin_state = Arc::new(AdminState::new(metrics.clone()));
     let admin_listener = TcpListener::bind(admin_listen)
         .await

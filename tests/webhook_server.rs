@@ -319,6 +319,13 @@ async fn certificate_rotates_on_data_symlink_swap_under_traffic() {
         Some(1.0),
         "{m}"
     );
+    let (_, pem) = x509_parser::pem::parse_x509_pem(new.cert_pem.as_bytes()).unwrap();
+    let new_not_after = pem.parse_x509().unwrap().validity().not_after.timestamp();
+    assert_eq!(
+        metric(&m, "vault_injector_tls_cert_not_after_timestamp_seconds"),
+        Some(new_not_after as f64),
+        "{m}"
+    );
 }
 
 /// A raw HTTP/1.1 request over TLS whose body arrives in two parts, so the
