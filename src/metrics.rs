@@ -36,6 +36,7 @@ pub struct Metrics {
     duration: Histogram,
     in_flight: Gauge,
     tls_reloads: Family<ReloadLabels, Counter>,
+    tls_not_after: Gauge,
 }
 
 impl Default for Metrics {
@@ -74,7 +75,14 @@ impl Metrics {
             "Serving certificate reloads after the files changed, by result",
             tls_reloads.clone(),
         );
+        let tls_not_after = Gauge::default();
+        registry.register(
+            "vault_injector_tls_cert_not_after_timestamp_seconds",
+            "Expiry (Unix time) of the serving certificate in use",
+            tls_not_after.clone(),
+        );
         Self {
+            tls_not_after,
             registry,
             admissions,
             duration,
@@ -111,6 +119,10 @@ impl Metrics {
             .inc();
     }
 
+    pub fn tls_not_after(&self, unix_seconds: i64) {
+        self.tls_not_after.set(unix_seconds);
+    }
+
     /// The OpenMetrics text exposition (Prometheus scrapes it as is).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -137,6 +149,7 @@ mod tests {
         let m = Metrics::new();
         m.admission(Decision::Injected, "team-a", 0.0004);
         m.tls_reload(ReloadResult::Error);
+        m.tls_not_after(1_800_000_000);
         let guard = m.in_flight();
         let text = m.render();
         drop(guard);
@@ -156,6 +169,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"vault_injector_tls_reloads_total{result="error"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("vault_injector_tls_cert_not_after_timestamp_seconds 1800000000"),
             "{text}"
         );
         assert!(m.render().contains("vault_injector_admissions_in_flight 0"));

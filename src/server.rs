@@ -154,7 +154,7 @@ impl AuditShared {
 }
 
 impl AuditSink {
-    pub fn stdout() -> (Self, AuditWriter) {
+    pub fn stdout() -> std::io::Result<(Self, AuditWriter)> {
         let shared = Arc::new(AuditShared {
             buf: std::sync::Mutex::new(Vec::with_capacity(64 * 1024)),
             stopped: std::sync::atomic::AtomicBool::new(false),
@@ -175,10 +175,9 @@ impl AuditSink {
                 if stopping {
                     return;
                 }
-            })
-            .expect("spawn the audit writer thread");
+            })?;
         let _ = shared.writer.set(thread.thread().clone());
-        (Self(shared.clone()), AuditWriter { shared, thread })
+        Ok((Self(shared.clone()), AuditWriter { shared, thread }))
     }
 
     pub fn emit(&self, record: &AdmissionAudit) {
@@ -551,6 +550,9 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let acceptor = TlsAcceptor::from(Arc::new(store.server_config()?));
 
     let metrics = Arc::new(Metrics::new());
+    if let Some(t) = store.not_after() {
+        metrics.tls_not_after(t);
+    }
     let admin_state = Arc::new(AdminState::new(metrics.clone()));
     let admin_listener = TcpListener::bind(admin_listen)
         .await
@@ -562,7 +564,8 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     }));
     let reloader = tokio::spawn(store.clone().watch(tls_reload_interval, metrics.clone()));
 
-    let (audit_sink, audit_writer) = AuditSink::stdout();
+    let (audit_sink, audit_writer) =
+        AuditSink::stdout().context("starting the audit writer thread")?;
     let policy_settings = cfg.policy.clone();
     let injector = Injector::try_new(Arc::new(cfg)).context("loading the cluster policy")?;
     let policy_reloader = injector.gate().spawn_policy_reloader(&policy_settings);
@@ -644,7 +647,7 @@ mod tests {
     fn webhook(max_body: usize) -> Webhook {
         let mut cfg = WebhookConfig::default();
         cfg.injector.max_body_bytes = max_body;
-        let (sink, _writer) = AuditSink::stdout();
+        let (sink, _writer) = AuditSink::stdout().unwrap();
         Webhook::new(
             Injector::try_new(Arc::new(cfg)).unwrap(),
             Arc::new(Metrics::new()),

@@ -155,6 +155,16 @@ impl CertStore {
             .clone()
     }
 
+    /// When the served leaf certificate expires (Unix seconds), for the
+    /// expiry metric. `None` if it cannot be parsed as X.509 (rustls
+    /// accepted it, so this does not happen in practice).
+    pub fn not_after(&self) -> Option<i64> {
+        let current = self.current();
+        let leaf = current.cert.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
     /// Re-reads the files. `Ok(false)`: unchanged; `Ok(true)`: a new pair is
     /// now served; `Err`: the files changed but the new pair is unusable
     /// (the old one stays).
@@ -193,21 +203,35 @@ impl CertStore {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut unreadable = false;
         loop {
             tick.tick().await;
-            match self.reload() {
+            let result = self.reload();
+            if unreadable && !matches!(result, Err(Error::Read { .. })) {
+                unreadable = false;
+                tracing::info!("certificate files readable again");
+            }
+            match result {
                 Ok(false) => {}
                 Ok(true) => {
                     metrics.tls_reload(ReloadResult::Success);
+                    if let Some(t) = self.not_after() {
+                        metrics.tls_not_after(t);
+                    }
                     tracing::info!(
                         cert = %self.paths.cert.display(),
                         "serving certificate reloaded"
                     );
                 }
                 Err(e @ Error::Read { .. }) => {
-                    // During a Secret update a file can vanish for an
-                    // instant; the next poll sees the finished state.
-                    tracing::debug!(error = %e, "certificate files not readable right now");
+                    // Reported once per outage, not at every poll.
+                    if !unreadable {
+                        unreadable = true;
+                        tracing::warn!(
+                            error = %e,
+                            "certificate files not readable; still serving the previous pair"
+                        );
+                    }
                 }
                 Err(e) => {
                     metrics.tls_reload(ReloadResult::Error);
@@ -347,5 +371,8 @@ mod tests {
         write(dir.path(), &c2, &k2);
         assert!(store.reload().unwrap());
         assert_ne!(store.current().cert[0], first);
+        let not_after = store.not_after().unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        assert!(not_after > now, "{not_after} <= {now}");
     }
 }

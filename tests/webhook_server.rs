@@ -319,6 +319,13 @@ async fn certificate_rotates_on_data_symlink_swap_under_traffic() {
         Some(1.0),
         "{m}"
     );
+    let (_, pem) = x509_parser::pem::parse_x509_pem(new.cert_pem.as_bytes()).unwrap();
+    let new_not_after = pem.parse_x509().unwrap().validity().not_after.timestamp();
+    assert_eq!(
+        metric(&m, "vault_injector_tls_cert_not_after_timestamp_seconds"),
+        Some(new_not_after as f64),
+        "{m}"
+    );
 }
 
 /// A raw HTTP/1.1 request over TLS whose body arrives in two parts, so the
@@ -330,15 +337,20 @@ struct SlowRequest {
 }
 
 async fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    tls_connector_alpn(ca_pem, &[]).await
+}
+
+async fn tls_connector_alpn(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
         .unwrap();
-    let cfg = rustls::ClientConfig::builder()
+    let mut cfg = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
 
@@ -451,4 +463,99 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         "one audit line per drained request: {lines:#?}"
     );
     assert!(wh.stderr().contains("draining"), "{}", wh.stderr());
+}
+
+fn sigterm(wh: &Webhook) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(wh.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+async fn stalled_request(wh: &Webhook, p: &support::webhook::Pki) -> SlowRequest {
+    let connector = tls_connector(&p.ca_pem).await;
+    let (body, _) = fixture();
+    let req = SlowRequest::start(&connector, wh.addr, &body).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&wh.metrics(), "vault_injector_admissions_in_flight") != Some(1.0) {
+        assert!(Instant::now() < deadline, "request never in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_gives_up_after_the_drain_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki();
+    write_pair(tmp.path(), &p.cert_pem, &p.key_pem);
+    let mut wh = Webhook::start(
+        &tmp.path().join("tls.crt"),
+        &tmp.path().join("tls.key"),
+        &["--drain-timeout", "1s"],
+        tmp.path(),
+    );
+    let _stalled = stalled_request(&wh, &p).await;
+    let t0 = Instant::now();
+    sigterm(&wh);
+    let status = wh
+        .wait_exit(Duration::from_secs(10))
+        .expect("webhook did not give up draining");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "exited after {waited:?}"
+    );
+    assert_eq!(status.code(), Some(0), "{}", wh.stderr());
+    assert!(wh.stderr().contains("drain timeout"), "{}", wh.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_signal_aborts_the_drain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki();
+    write_pair(tmp.path(), &p.cert_pem, &p.key_pem);
+    let mut wh = Webhook::start(
+        &tmp.path().join("tls.crt"),
+        &tmp.path().join("tls.key"),
+        &["--drain-timeout", "60s"],
+        tmp.path(),
+    );
+    let _stalled = stalled_request(&wh, &p).await;
+    sigterm(&wh);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while admin_get(wh.admin, "/readyz").map(|r| r.0) != Some(503) {
+        assert!(Instant::now() < deadline, "never started draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(wh.wait_exit(Duration::from_millis(300)).is_none());
+    sigterm(&wh);
+    let status = wh
+        .wait_exit(Duration::from_secs(5))
+        .expect("second SIGTERM did not abort the drain");
+    assert_eq!(status.code(), Some(130), "{}", wh.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_http2_and_http1_by_alpn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki();
+    write_pair(tmp.path(), &p.cert_pem, &p.key_pem);
+    let wh = Webhook::start(
+        &tmp.path().join("tls.crt"),
+        &tmp.path().join("tls.key"),
+        &[],
+        tmp.path(),
+    );
+    for (offer, want) in [
+        (vec![&b"h2"[..], &b"http/1.1"[..]], &b"h2"[..]),
+        (vec![&b"http/1.1"[..]], &b"http/1.1"[..]),
+    ] {
+        let connector = tls_connector_alpn(&p.ca_pem, &offer).await;
+        let tcp = tokio::net::TcpStream::connect(wh.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(want));
+    }
 }
