@@ -153,9 +153,29 @@ fn approle_login_renders() {
         "roleIdPath": role_id,
         "secretIdPath": secret_id,
     });
-    let out = run_init(&cfg, &dirs);
+    // VAULT_ADDR (or --vault-addr) overrides the address in the config.
+    cfg["vault"]["address"] = json!(format!("http://127.0.0.1:{}", support::free_port()));
+    let out = support::agent::command(&cfg, &dirs, "init")
+        .env("VAULT_ADDR", &bao.addr)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(dirs.read("db"), "app");
+    // A second run (a classic-layout sidecar after its init container)
+    // finds the same bytes and leaves the file alone.
+    let audit = audit_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(audit
+        .iter()
+        .any(|a| a["event"] == "render" && a["changed"] == true));
+    let out = support::agent::command(&cfg, &dirs, "init")
+        .env("VAULT_ADDR", &bao.addr)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let audit = audit_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(audit
+        .iter()
+        .any(|a| a["event"] == "render" && a["changed"] == false));
     let secret_id = std::fs::read_to_string(dirs.dir.path().join("secret-id")).unwrap();
     assert_no_leaks(&text(&out), &[secret_id.trim()]);
 }
