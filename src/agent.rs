@@ -485,9 +485,14 @@ impl Agent {
         });
         let bytes = render::render(&spec, &secret)?;
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
-        let changed = self.states[i].hash != Some(hash);
+        let target = render::target_path(&self.secrets_dir, &spec)?;
+        let changed = match self.states[i].hash {
+            Some(prev) => prev != hash,
+            // First render of this process: an init container (classic
+            // layout) or a restarted sidecar may have written it already.
+            None => !same_file(&target, spec.mode, &bytes),
+        };
         if changed {
-            let target = render::target_path(&self.secrets_dir, &spec)?;
             render::write_atomic(&spec.name, &target, spec.mode, &bytes)?;
         }
         self.audit(AgentEvent::Render, Some(&spec), |r| {
@@ -733,6 +738,17 @@ impl Agent {
             }
         }
     }
+}
+
+/// Does `path` already hold exactly `bytes` with `mode`?
+fn same_file(path: &Path, mode: u32, bytes: &[u8]) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    meta.permissions().mode() & 0o7777 == mode
+        && meta.len() == bytes.len() as u64
+        && std::fs::read(path).is_ok_and(|old| old == bytes)
 }
 
 /// For `probe` and tests: is the agent ready in `state_dir`?

@@ -153,9 +153,29 @@ fn approle_login_renders() {
         "roleIdPath": role_id,
         "secretIdPath": secret_id,
     });
-    let out = run_init(&cfg, &dirs);
+    // VAULT_ADDR (or --vault-addr) overrides the address in the config.
+    cfg["vault"]["address"] = json!(format!("http://127.0.0.1:{}", support::free_port()));
+    let out = support::agent::command(&cfg, &dirs, "init")
+        .env("VAULT_ADDR", &bao.addr)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(dirs.read("db"), "app");
+    // A second run (a classic-layout sidecar after its init container)
+    // finds the same bytes and leaves the file alone.
+    let audit = audit_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(audit
+        .iter()
+        .any(|a| a["event"] == "render" && a["changed"] == true));
+    let out = support::agent::command(&cfg, &dirs, "init")
+        .env("VAULT_ADDR", &bao.addr)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let audit = audit_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(audit
+        .iter()
+        .any(|a| a["event"] == "render" && a["changed"] == false));
     let secret_id = std::fs::read_to_string(dirs.dir.path().join("secret-id")).unwrap();
     assert_no_leaks(&text(&out), &[secret_id.trim()]);
 }
@@ -289,4 +309,38 @@ fn failed_render_keeps_the_last_good_file_and_probe_follows_readiness() {
         Some(1),
         "a failed start is not ready"
     );
+}
+
+#[test]
+fn https_with_the_configured_ca_and_a_clear_error_without_it() {
+    let Some(bao) = OpenBao::start_tls() else {
+        return;
+    };
+    bao.configure();
+    bao.kv_put("secret", "tls", &json!({"k": "over-tls-4242"}));
+    let spec =
+        json!([{"name": "tls", "path": "secret/tls", "file": "tls", "format": "raw", "key": "k"}]);
+
+    let mut cfg = config(&bao, spec.clone());
+    cfg["vault"]["caPem"] = json!(bao.ca_pem());
+    let dirs = AgentDirs::new(&bao);
+    let out = run_init(&cfg, &dirs);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(dirs.read("tls"), "over-tls-4242");
+    assert_no_leaks(&text(&out), &["over-tls"]);
+
+    // No CA: the server's certificate is not trusted; the error says so.
+    let dirs = AgentDirs::new(&bao);
+    let out = run_init(&config(&bao, spec.clone()), &dirs);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(stderr.contains("certificate"), "{stderr}");
+
+    // tlsSkipVerify (labs only) connects anyway, and says so.
+    let mut cfg = config(&bao, spec);
+    cfg["vault"]["tlsSkipVerify"] = json!(true);
+    let dirs = AgentDirs::new(&bao);
+    let out = run_init(&cfg, &dirs);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("TLS verification of Vault is disabled"));
 }

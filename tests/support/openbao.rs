@@ -27,6 +27,7 @@ pub struct OpenBao {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     key: rcgen::KeyPair,
+    tls: bool,
 }
 
 const POLICY: &str = r#"
@@ -39,6 +40,16 @@ path "database/creds/*" { capabilities = ["read"] }
 impl OpenBao {
     /// Starts a dev server on a free port; `None` (skip) without `bao`.
     pub fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    /// The same over HTTPS, with a CA the dev server generates
+    /// (`-dev-tls`); see [`OpenBao::ca_pem`].
+    pub fn start_tls() -> Option<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<Self> {
         let bao = super::require_tool("bao")?;
         let port = super::free_port();
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
@@ -46,10 +57,11 @@ impl OpenBao {
         let mut me = Self {
             bao,
             port,
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
             key,
+            tls,
         };
         me.spawn();
         Some(me)
@@ -61,13 +73,20 @@ impl OpenBao {
             .append(true)
             .open(self.dir.path().join("bao.log"))
             .expect("bao log");
+        let certs = self.certs_dir();
+        std::fs::create_dir_all(&certs).unwrap();
+        let mut args = vec![
+            "server".to_string(),
+            "-dev".into(),
+            format!("-dev-root-token-id={ROOT_TOKEN}"),
+            format!("-dev-listen-address=127.0.0.1:{}", self.port),
+        ];
+        if self.tls {
+            args.push("-dev-tls".into());
+            args.push(format!("-dev-tls-cert-dir={}", certs.display()));
+        }
         let child = Command::new(&self.bao)
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                &format!("-dev-listen-address=127.0.0.1:{}", self.port),
-            ])
+            .args(&args)
             .env("HOME", self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -92,6 +111,15 @@ impl OpenBao {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// The CA of a [`OpenBao::start_tls`] server.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.certs_dir().join("vault-ca.pem")).expect("dev TLS CA")
     }
 
     pub fn log(&self) -> String {
@@ -121,6 +149,10 @@ impl OpenBao {
             .env("VAULT_TOKEN", ROOT_TOKEN)
             .env("HOME", self.dir.path())
             .stdin(Stdio::null());
+        if self.tls {
+            let ca = self.certs_dir().join("vault-ca.pem");
+            c.env("BAO_CACERT", &ca).env("VAULT_CACERT", &ca);
+        }
         c
     }
 
