@@ -74,6 +74,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Reviewed {
     pub body: Vec<u8>,
     pub audit: AdmissionAudit,
+    /// The pod's owner references, for optional Kubernetes Events.
+    pub owners: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
 }
 
 #[derive(Clone)]
@@ -104,7 +106,7 @@ impl Injector {
         // straight into typed structs costs half as much as going through
         // `DynamicObject` (whose flattened map is buffered twice). Anything
         // else, including a pod too broken to read, takes the generic path.
-        let (resp, audit) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        let (resp, audit, owners) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
             Ok(review) => {
                 let req: AdmissionRequest<Pod> =
                     review.try_into().map_err(|_| BadReview::NoRequest)?;
@@ -118,14 +120,22 @@ impl Injector {
             }
         };
         let body = encode_review(&resp.types, &resp)?;
-        Ok(Reviewed { body, audit })
+        Ok(Reviewed {
+            body,
+            audit,
+            owners,
+        })
     }
 
     async fn decide<T: kube::Resource>(
         &self,
         mut req: AdmissionRequest<T>,
         to_pod: fn(T) -> Result<Pod>,
-    ) -> (AdmissionResponse, AdmissionAudit) {
+    ) -> (
+        AdmissionResponse,
+        AdmissionAudit,
+        Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    ) {
         let mut resp = AdmissionResponse::from(&req);
         let mut audit = AdmissionAudit {
             uid: std::mem::take(&mut req.uid),
@@ -140,11 +150,15 @@ impl Injector {
         if !is_pod || req.operation != Operation::Create || req.sub_resource.is_some() {
             audit.decision = Decision::Skipped;
             audit.reason = format!("not a pod CREATE ({} {})", audit.operation, req.kind.kind);
-            return (resp, audit);
+            return (resp, audit, Vec::new());
         }
+        let mut owners = Vec::new();
         let mutation = match req.object.take().ok_or(Error::NoObject).and_then(to_pod) {
-            Ok(pod) => {
-                mutate_pod(&pod, &self.config, &self.gate, Volumes::Resolve, &mut audit).await
+            Ok(mut pod) => {
+                let m =
+                    mutate_pod(&pod, &self.config, &self.gate, Volumes::Resolve, &mut audit).await;
+                owners = pod.metadata.owner_references.take().unwrap_or_default();
+                m
             }
             Err(e) => Err(e),
         };
@@ -175,7 +189,7 @@ impl Injector {
                 resp.deny(&audit.reason)
             }
         };
-        (resp, audit)
+        (resp, audit, owners)
     }
 }
 

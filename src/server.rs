@@ -223,6 +223,8 @@ struct Inner {
     audit: AuditSink,
     limit: Semaphore,
     max_body: usize,
+    /// Kubernetes Events for decisions (`events.enabled`); off by default.
+    events: Option<crate::events::EventSink>,
 }
 
 /// `POST /mutate`: content checks, bounded body read, the admission core,
@@ -264,7 +266,19 @@ impl Webhook {
             audit,
             limit: Semaphore::new(max_concurrency),
             max_body,
+            events: None,
         }))
+    }
+
+    /// Also record each injection or denial as a Kubernetes Event.
+    /// Must be called before the webhook is cloned; later calls are ignored
+    /// with a warning.
+    pub fn with_events(mut self, sink: crate::events::EventSink) -> Self {
+        match Arc::get_mut(&mut self.0) {
+            Some(inner) => inner.events = Some(sink),
+            None => tracing::warn!("events sink added after the webhook was shared; ignored"),
+        }
+        self
     }
 
     pub async fn handle<B>(&self, req: Request<B>) -> HttpResponse
@@ -359,6 +373,12 @@ impl Webhook {
             .metrics
             .admission(audit.decision, &audit.namespace, elapsed);
         inner.audit.emit(&audit);
+        if let Some(events) = &inner.events {
+            // Never for dry runs or skipped pods (`from_audit` decides).
+            if let Some(ev) = crate::events::AdmissionEvent::from_audit(&audit, &reviewed.owners) {
+                events.spawn(ev);
+            }
+        }
 
         let mut resp = Response::new(Full::new(Bytes::from(reviewed.body)));
         resp.headers_mut().insert(
@@ -569,7 +589,15 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let policy_settings = cfg.policy.clone();
     let injector = Injector::try_new(Arc::new(cfg)).context("loading the cluster policy")?;
     let policy_reloader = injector.gate().spawn_policy_reloader(&policy_settings);
-    let webhook = Webhook::new(injector, metrics, audit_sink, max_concurrency as usize);
+    let events_enabled = injector.config().events.enabled;
+    let mut webhook = Webhook::new(injector, metrics, audit_sink, max_concurrency as usize);
+    if events_enabled {
+        let client = kube::Client::try_default()
+            .await
+            .context("events.enabled needs a Kubernetes client")?;
+        let instance = std::env::var("POD_NAME").ok();
+        webhook = webhook.with_events(crate::events::EventSink::new(client, instance));
+    }
     let mut signals = Signals::new().context("installing signal handlers")?;
 
     let listener = TcpListener::bind(listen)
