@@ -3,9 +3,11 @@
 #   1. OpenBao dev server on a free port, a secret seeded;
 #   2. JWT auth configured with a key this script generates, and a token
 #      minted the way Kubernetes shapes projected service-account tokens;
-#   3. examples/pod.yaml rewritten by `vault-injector mutate` (what the
-#      webhook would do); the agent config is taken from the injected
-#      container's VAULT_INJECTOR_CONFIG env var;
+#   3. the webhook started over TLS (certs from `vault-injector certs`),
+#      examples/pod.yaml POSTed to it with curl as an AdmissionReview, the
+#      patch and the admission audit line shown; the same rewrite done
+#      offline by `vault-injector mutate`, whose injected container carries
+#      the agent config in its VAULT_INJECTOR_CONFIG env var;
 #   4. `vault-injector agent --mode init` run with that config against OpenBao;
 #   5. the rendered file and the agent's audit lines printed.
 set -euo pipefail
@@ -17,7 +19,7 @@ rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
 
-for t in bao python3 openssl; do
+for t in bao python3 openssl curl; do
   command -v "$t" >/dev/null || { echo "demo: $t not found (run scripts/install-tools.sh)" >&2; exit 1; }
 done
 
@@ -71,9 +73,56 @@ print(signing_input + "." + b64(sig))
 PY
 echo "minted sa-token ($(wc -c <sa-token) bytes)"
 
-say "vault-injector mutate -f examples/pod.yaml"
-if "$vi" mutate -f "$root/examples/pod.yaml" -o json >mutated.json 2>mutate.err; then
-  python3 - >agent-config.json <<'PY'
+say "vault-injector certs + webhook (HTTPS on loopback)"
+"$vi" certs --out certs --host localhost,127.0.0.1 >/dev/null
+cat >webhook.yaml <<YAML
+vault:
+  address: $BAO_ADDR
+auth:
+  method: jwt
+  path: auth/jwt
+injector:
+  logFormat: plain
+YAML
+wport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+aport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$vi" webhook --tls-cert certs/tls.crt --tls-key certs/tls.key --config webhook.yaml \
+  --listen "127.0.0.1:$wport" --admin-listen "127.0.0.1:$aport" >webhook-audit.jsonl 2>webhook.log &
+webhook_pid=$!
+trap 'kill "$bao_pid" "$webhook_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$aport/readyz" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$aport/readyz" >/dev/null || { cat webhook.log; echo "demo: webhook not ready" >&2; exit 1; }
+echo "webhook ready on https://localhost:$wport/mutate"
+
+say "POST examples/pod.yaml as an AdmissionReview (curl over TLS)"
+"$root/.tools/venv/bin/python" - "$root/examples/pod.yaml" >review.json <<'PY'
+import json, sys, yaml
+pod = yaml.safe_load(open(sys.argv[1]))
+print(json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+    "uid": "demo-0001", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+    "resource": {"group": "", "version": "v1", "resource": "pods"},
+    "namespace": "default", "operation": "CREATE", "dryRun": False,
+    "userInfo": {"username": "demo-user"}, "object": pod}}))
+PY
+curl -sS --cacert certs/ca.crt -H 'Content-Type: application/json' --data @review.json \
+  "https://localhost:$wport/mutate" >response.json
+python3 - <<'PY'
+import base64, json
+r = json.load(open("response.json"))["response"]
+print("allowed:", r["allowed"], "| patchType:", r.get("patchType"))
+for op in json.loads(base64.b64decode(r["patch"])):
+    v = op["value"]
+    what = v.get("name", "") if isinstance(v, dict) else ""
+    print(f'  {op["op"]:4} {op["path"]} {what}')
+PY
+
+say "admission audit line (stdout of the webhook)"
+for _ in $(seq 50); do [ -s webhook-audit.jsonl ] && break; sleep 0.1; done
+cat webhook-audit.jsonl
+
+say "the same rewrite offline: vault-injector mutate -f examples/pod.yaml"
+"$vi" mutate -f "$root/examples/pod.yaml" --config webhook.yaml -o json >mutated.json
+python3 - >agent-config.json <<'PY'
 import json
 pod = json.load(open("mutated.json"))
 if "items" in pod: pod = pod["items"][0]
@@ -84,19 +133,7 @@ for c in spec.get("initContainers", []) + spec.get("containers", []):
             print(e["value"]); raise SystemExit(0)
 raise SystemExit("no container with VAULT_INJECTOR_CONFIG in the mutated pod")
 PY
-  python3 -c 'import json; p=json.load(open("mutated.json")); p=p.get("items",[p])[0]; print("containers:", [c["name"] for c in p["spec"].get("initContainers",[])+p["spec"]["containers"]])'
-else
-  # Until `mutate` is available in this build: the config the webhook
-  # would write for examples/pod.yaml.
-  echo "mutate unavailable ($(head -1 mutate.err)); using the equivalent agent config"
-  cat >agent-config.json <<'JSON'
-{"vault":{"address":"https://vault.vault.svc:8200"},
- "auth":{"method":"jwt","mount":"jwt","role":"demo"},
- "secrets":[{"name":"db","path":"secret/data/demo/db","file":"db","format":"env","mode":256}],
- "logFormat":"plain",
- "pod":{"namespace":"default","name":"demo","serviceAccount":"demo"}}
-JSON
-fi
+python3 -c 'import json; p=json.load(open("mutated.json")); p=p.get("items",[p])[0]; print("containers:", [c["name"] for c in p["spec"].get("initContainers",[])+p["spec"]["containers"]])'
 echo "agent config (no secret values in it):"
 python3 -m json.tool agent-config.json
 

