@@ -371,6 +371,23 @@ fn every_file_the_config_names_is_mounted_in_the_webhook_pod() {
             _ => {}
         }
 
+        // Distinct and not nested: a mount point inside another (read-only)
+        // mount cannot be created by the container runtime.
+        let mounts: Vec<&str> = spec["containers"][0]["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap())
+            .collect();
+        for (i, a) in mounts.iter().enumerate() {
+            for b in &mounts[i + 1..] {
+                assert!(
+                    !Path::new(a).starts_with(b) && !Path::new(b).starts_with(a),
+                    "{set}: mounts {a} and {b} overlap"
+                );
+            }
+        }
+
         // vaultrs takes the CA only as a file, written under $TMPDIR.
         let tmp = volume_holding(&objects, Path::new("/tmp/vault-injector-ca"))
             .unwrap_or_else(|| panic!("{set}: /tmp is not writable"));
@@ -426,7 +443,7 @@ fn new_sections_reach_the_config() {
     assert_eq!(cfg.webhook_auth.path, "auth/approle-webhook");
     assert_eq!(
         cfg.webhook_auth.role_id_path.as_deref(),
-        Some(Path::new("/etc/vault-injector/approle/role_id"))
+        Some(Path::new("/etc/vault-injector-approle/role_id"))
     );
 
     let Some(objects) = render(&["good-overrides-events.yaml"]) else {
@@ -450,7 +467,7 @@ fn new_sections_reach_the_config() {
     let cfg = config_of(&objects);
     assert_eq!(
         cfg.policy.file.as_deref(),
-        Some(Path::new("/etc/vault-injector/policy/policy.yaml"))
+        Some(Path::new("/etc/vault-injector-policy/policy.yaml"))
     );
     assert_eq!(cfg.policy.reload_interval, "30s");
 }

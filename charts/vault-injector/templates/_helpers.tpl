@@ -77,10 +77,11 @@ app.kubernetes.io/component: webhook
 {{/*
 Fixed paths inside the webhook pod. The config file points at them, so they
 are not values: what the chart mounts and what the config names cannot
-disagree.
+disagree. Siblings of /etc/vault-injector, not inside it: the runtime cannot
+create a mount point inside the read-only config mount.
 */}}
-{{- define "vault-injector.policyDir" -}}/etc/vault-injector/policy{{- end }}
-{{- define "vault-injector.approleDir" -}}/etc/vault-injector/approle{{- end }}
+{{- define "vault-injector.policyDir" -}}/etc/vault-injector-policy{{- end }}
+{{- define "vault-injector.approleDir" -}}/etc/vault-injector-approle{{- end }}
 
 {{/* True (non-empty) when a policy file is mounted: inline or existing. */}}
 {{- define "vault-injector.policyEnabled" -}}
