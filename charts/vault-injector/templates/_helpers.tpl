@@ -73,3 +73,41 @@ app.kubernetes.io/component: webhook
 {{- define "vault-injector.leaseName" -}}
 {{- default (printf "%s-tls-leader" (include "vault-injector.fullname" .)) .Values.tls.auto.leaseName }}
 {{- end }}
+
+{{/*
+Fixed paths inside the webhook pod. The config file points at them, so they
+are not values: what the chart mounts and what the config names cannot
+disagree. Siblings of /etc/vault-injector, not inside it: the runtime cannot
+create a mount point inside the read-only config mount.
+*/}}
+{{- define "vault-injector.policyDir" -}}/etc/vault-injector-policy{{- end }}
+{{- define "vault-injector.approleDir" -}}/etc/vault-injector-approle{{- end }}
+
+{{/* True (non-empty) when a policy file is mounted: inline or existing. */}}
+{{- define "vault-injector.policyEnabled" -}}
+{{- if or .Values.policy.document .Values.policy.existingConfigMap }}true{{ end }}
+{{- end }}
+
+{{- define "vault-injector.policyConfigMapName" -}}
+{{- default (printf "%s-policy" (include "vault-injector.fullname" .)) .Values.policy.existingConfigMap }}
+{{- end }}
+
+{{/*
+The webhook logs in to Vault with a JWT (kubernetes/jwt) only when it has a
+role; "projected" when the chart mounts a token with its own audience,
+"serviceaccount" when it uses the pod's automounted token.
+*/}}
+{{- define "vault-injector.webhookToken" -}}
+{{- $a := .Values.webhookAuth }}
+{{- if and $a.role (ne $a.method "approle") }}
+{{- if $a.tokenAudience }}projected{{ else }}serviceaccount{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod needs its service-account token for the API server (auto-TLS,
+Events) or for the webhook's own Vault login with the default token.
+*/}}
+{{- define "vault-injector.automountToken" -}}
+{{- if or (eq .Values.tls.mode "auto") .Values.events.enabled (eq (include "vault-injector.webhookToken" .) "serviceaccount") }}true{{ else }}false{{ end }}
+{{- end }}
