@@ -93,7 +93,7 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
 
     if !plan.exec.is_empty() {
         let copy = copy_container(plan, cfg);
-        insert_first_init(&mut ops, spec, copy);
+        insert_first_init(&mut ops, spec.init_containers.is_some(), copy);
     }
     if plan.needs_agent {
         let config = plan.agent.to_json();
@@ -120,17 +120,7 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
             // First, so that every other init container and app container
             // starts with the secrets already rendered.
             let has_inits = spec.init_containers.is_some() || !plan.exec.is_empty();
-            if has_inits {
-                ops.push(add(
-                    PointerBuf::from_tokens(["spec", "initContainers", "0"]),
-                    to_value(init),
-                ));
-            } else {
-                ops.push(add(
-                    PointerBuf::from_tokens(["spec", "initContainers"]),
-                    Value::Array(vec![to_value(init)]),
-                ));
-            }
+            insert_first_init(&mut ops, has_inits, init);
         }
         if let Some(sidecar) = sidecar {
             ops.push(add(
@@ -147,8 +137,10 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
 /// Size limit of the memory volume holding the binary copy for `exec`.
 pub const BIN_VOLUME_SIZE: &str = "64Mi";
 
-fn insert_first_init(ops: &mut Vec<PatchOperation>, spec: &PodSpec, c: Container) {
-    if spec.init_containers.is_some() {
+/// Puts `c` at the front of `initContainers`, creating the array when the
+/// pod (as patched so far) has none.
+fn insert_first_init(ops: &mut Vec<PatchOperation>, exists: bool, c: Container) {
+    if exists {
         ops.push(add(
             PointerBuf::from_tokens(["spec", "initContainers", "0"]),
             to_value(c),
