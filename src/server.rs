@@ -363,12 +363,18 @@ impl Webhook {
         let mut audit = reviewed.audit;
         let elapsed = start.elapsed().as_secs_f64();
         audit.latency_ms = elapsed * 1000.0;
-        span.record("request_uid", audit.uid.as_str());
-        span.record("namespace", audit.namespace.as_str());
-        span.record("pod", audit.pod.as_str());
-        span.record("operation", audit.operation.as_str());
-        span.record("dry_run", audit.dry_run);
-        span.record("decision", audit.decision.as_str());
+        // The audit line carries all of these. Recording them into the span
+        // only helps debug logs emitted after this point, and with the JSON
+        // formatter each `record` re-serializes the span's fields: ~5% of the
+        // webhook's CPU under load (docs/benchmarks.md), so only at debug.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            span.record("request_uid", audit.uid.as_str());
+            span.record("namespace", audit.namespace.as_str());
+            span.record("pod", audit.pod.as_str());
+            span.record("operation", audit.operation.as_str());
+            span.record("dry_run", audit.dry_run);
+            span.record("decision", audit.decision.as_str());
+        }
         inner
             .metrics
             .admission(audit.decision, &audit.namespace, elapsed);
