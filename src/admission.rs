@@ -371,6 +371,11 @@ pub async fn mutate_pod(
                     (c, d, Vec::new())
                 }
             };
+            let mut resolved = resolved;
+            for (r, want) in resolved.iter_mut().zip(&p.volumes) {
+                r.customize(want.mount_path.as_deref(), want.read_only)
+                    .map_err(GateDenial::from)?;
+            }
             connection.apply(&mut p.agent.vault);
             p.finish(&defaults)?;
             p.extra_volumes = resolved;

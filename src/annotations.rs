@@ -117,6 +117,11 @@ pub struct EnvRequest {
 pub struct VolumeRequest {
     pub name: String,
     pub profile: String,
+    /// `mountPath=...`: where the pod wants it (the profile's path otherwise).
+    pub mount_path: Option<String>,
+    /// `readOnly=...`: a pod may make a writable profile read-only, never
+    /// the reverse (checked when the profile is resolved).
+    pub read_only: Option<bool>,
 }
 
 /// What a pod asks for, whatever annotation dialect it used.
@@ -243,13 +248,12 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
                             Err(m) => bad(m),
                         }
                     }
-                    Family::Volume => match check_name(name).and_then(|()| check_profile(value)) {
-                        Ok(()) => req.volumes.push(VolumeRequest {
-                            name: name.to_string(),
-                            profile: value.trim().to_string(),
-                        }),
-                        Err(m) => bad(m),
-                    },
+                    Family::Volume => {
+                        match check_name(name).and_then(|()| parse_volume(name, value)) {
+                            Ok(v) => req.volumes.push(v),
+                            Err(m) => bad(m),
+                        }
+                    }
                     _ => {
                         if let Err(m) = check_name(name) {
                             bad(m);
@@ -562,6 +566,48 @@ fn check_auth_path(value: &str) -> Result<&str, String> {
     check_vault_path(p).map(|_| p)
 }
 
+/// `PROFILE[,mountPath=/path][,readOnly=true|false]`.
+fn parse_volume(name: &str, value: &str) -> Result<VolumeRequest, String> {
+    let mut parts = value.split(',');
+    let profile = parts.next().unwrap_or_default().trim();
+    check_profile(profile)?;
+    let mut v = VolumeRequest {
+        name: name.to_string(),
+        profile: profile.to_string(),
+        mount_path: None,
+        read_only: None,
+    };
+    for opt in parts {
+        let (k, val) = opt
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .ok_or_else(|| {
+                format!("option {opt:?} must be key=value (mountPath=/path or readOnly=true)")
+            })?;
+        match k {
+            "mountPath" if val.starts_with('/') && !val.split('/').any(|s| s == "..") => {
+                v.mount_path = Some(val.to_string())
+            }
+            "mountPath" => {
+                return Err(format!(
+                    "mountPath {val:?} must be an absolute path without '..'"
+                ))
+            }
+            "readOnly" => {
+                v.read_only = Some(
+                    parse_bool(val).ok_or_else(|| format!("readOnly {val:?} is not a boolean"))?,
+                )
+            }
+            other => {
+                return Err(format!(
+                    "unknown volume option {other:?} (known: mountPath, readOnly)"
+                ))
+            }
+        }
+    }
+    Ok(v)
+}
+
 fn check_profile(value: &str) -> Result<(), String> {
     let p = value.trim();
     let ok = !p.is_empty()
@@ -851,7 +897,9 @@ mod tests {
             req.volumes,
             vec![VolumeRequest {
                 name: "data".into(),
-                profile: "nfs-prod".into()
+                profile: "nfs-prod".into(),
+                mount_path: None,
+                read_only: None,
             }]
         );
         assert_eq!(
@@ -1129,5 +1177,33 @@ mod tests {
         assert_eq!(parse_signal("SIGHUP").unwrap(), "SIGHUP");
         assert_eq!(parse_signal("usr1").unwrap(), "SIGUSR1");
         assert!(parse_signal("").is_err());
+    }
+
+    #[test]
+    fn volume_options_narrow_a_profile() {
+        let ann = |v: &str| {
+            BTreeMap::from([
+                ("vault-injector.io/inject".to_string(), "true".to_string()),
+                ("vault-injector.io/volume-data".to_string(), v.to_string()),
+            ])
+        };
+        let req = from_annotations(&ann("nfs-prod, mountPath=/srv/data ,readOnly=true")).unwrap();
+        assert_eq!(req.volumes[0].profile, "nfs-prod");
+        assert_eq!(req.volumes[0].mount_path.as_deref(), Some("/srv/data"));
+        assert_eq!(req.volumes[0].read_only, Some(true));
+        for (value, want) in [
+            ("nfs,mountPath=srv", "absolute path"),
+            ("nfs,mountPath=/a/../b", "absolute path"),
+            ("nfs,readOnly=yes", "not a boolean"),
+            ("nfs,subPath=x", "unknown volume option"),
+            ("nfs,ro", "key=value"),
+        ] {
+            let err = from_annotations(&ann(value)).unwrap_err().to_string();
+            assert!(
+                err.contains("vault-injector.io/volume-data"),
+                "{value}: {err}"
+            );
+            assert!(err.contains(want), "{value}: {err}");
+        }
     }
 }

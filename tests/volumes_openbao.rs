@@ -333,3 +333,62 @@ async fn an_expired_webhook_token_is_replaced() {
         .await
         .expect("re-login after the token expired");
 }
+
+/// Through the whole admission path: a pod names a profile (and narrows it),
+/// the webhook resolves it from OpenBao, and the patched pod mounts it.
+#[tokio::test]
+async fn admission_mounts_a_profile_and_lets_the_pod_narrow_it_only() {
+    use std::sync::Arc;
+    use vault_injector::admission::Injector;
+    let Some((_bao, _dir, cfg)) = setup().await else {
+        return;
+    };
+    let injector = Injector::try_new(Arc::new(cfg)).unwrap();
+    let review = |volume: &str| {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-vol", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "team-a", "operation": "CREATE", "userInfo": {"username": "ci"},
+                "object": {
+                    "metadata": {"name": "web-1", "annotations": {
+                        "vault-injector.io/inject": "true",
+                        "vault-injector.io/role": "web",
+                        "vault-injector.io/volume-data": volume}},
+                    "spec": {"serviceAccountName": "web",
+                             "containers": [{"name": "app", "image": "x"}]}
+                }
+            }
+        }))
+        .unwrap()
+    };
+    let out = injector
+        .review(&review("team-a-data,mountPath=/srv/data,readOnly=true"))
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    assert_eq!(out.audit.volume_profiles, vec!["team-a-data".to_string()]);
+    use base64::Engine;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(v["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+    let text = patch.to_string();
+    assert!(text.contains("team-a-prod-data"), "{text}");
+    assert!(text.contains("\"mountPath\":\"/srv/data\""), "{text}");
+
+    // The profile mounts read-only by default: a pod cannot widen it.
+    let out = injector
+        .review(&review("team-a-data,readOnly=false"))
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(v["response"]["allowed"], false, "{v}");
+    assert!(
+        out.audit.reason.contains("cannot make it writable"),
+        "{}",
+        out.audit.reason
+    );
+}
