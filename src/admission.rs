@@ -330,11 +330,6 @@ pub async fn mutate_pod(
             audit.env_vars = p.env.iter().map(|e| e.var.clone()).collect();
             audit.volume_profiles = p.volumes.iter().map(|v| v.profile.clone()).collect();
             audit.containers = p.targets.iter().map(|t| t.name.clone()).collect();
-            let env_refs = pod
-                .spec
-                .as_ref()
-                .map(plan::env_reference_paths)
-                .unwrap_or_default();
             let preq = PolicyRequest {
                 namespace: audit.namespace.clone(),
                 service_account: audit.service_account.clone(),
@@ -350,7 +345,7 @@ pub async fn mutate_pod(
                     .env
                     .iter()
                     .map(|e| (e.var.clone(), e.path.clone()))
-                    .chain(env_refs.iter().cloned())
+                    .chain(p.env_refs.iter().cloned())
                     .collect(),
                 volume_profiles: p
                     .volumes
@@ -384,7 +379,7 @@ pub async fn mutate_pod(
             audit.decision = Decision::Injected;
             audit
                 .env_vars
-                .extend(env_refs.iter().map(|(var, _)| var.clone()));
+                .extend(p.env_refs.iter().map(|(var, _)| var.clone()));
             audit.reason = format!(
                 "{} secret(s), {} env var(s), {} volume(s){}{}; agent {}{}",
                 audit.secrets.len(),

@@ -25,20 +25,69 @@ pub const SA_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/t
 /// `vault-injector probe` checks it.
 pub const READY_FILE: &str = "ready";
 
+/// An operator-written YAML document (this config, the cluster policy) that
+/// could not be read, parsed or validated; `what` names the kind of file.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("reading config file {path}: {source}")]
+pub enum YamlError {
+    #[error("reading {what} {path}: {source}")]
     Read {
+        what: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid: {source}")]
+    #[error("{what} {path} is not valid: {source}")]
     Parse {
+        what: &'static str,
         path: PathBuf,
         source: serde_yaml::Error,
     },
-    #[error("config file {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("{what} {path}: {message}")]
+    Invalid {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+/// Reads a file for [`parse_yaml`] (or for a caller that hashes it first).
+pub fn read_yaml_file(what: &'static str, path: &Path) -> Result<String, YamlError> {
+    std::fs::read_to_string(path).map_err(|source| YamlError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Parses an operator YAML document in which every field has a default (an
+/// empty document means all defaults), then validates it. `origin` only
+/// names the source in errors.
+pub fn parse_yaml<T: serde::de::DeserializeOwned + Default>(
+    what: &'static str,
+    text: &str,
+    origin: &Path,
+    validate: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, YamlError> {
+    let doc: T = if text.trim().is_empty() {
+        T::default()
+    } else {
+        serde_yaml::from_str(text).map_err(|source| YamlError::Parse {
+            what,
+            path: origin.to_owned(),
+            source,
+        })?
+    };
+    validate(&doc).map_err(|message| YamlError::Invalid {
+        what,
+        path: origin.to_owned(),
+        message,
+    })?;
+    Ok(doc)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Yaml(#[from] YamlError),
     #[error("agent config in ${AGENT_CONFIG_ENV} is not valid JSON for this version: {0}")]
     AgentJson(serde_json::Error),
     #[error("agent config: ${AGENT_CONFIG_ENV} is not set (is this container injected?)")]
@@ -205,31 +254,18 @@ pub enum LogFormat {
     Plain,
 }
 
+const CONFIG_FILE: &str = "config file";
+
 impl WebhookConfig {
     /// Loads and validates the operator's YAML file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read_yaml_file(CONFIG_FILE, path)?;
         Self::from_yaml(&text, path)
     }
 
     /// Parses YAML text; `origin` only names the source in errors.
     pub fn from_yaml(text: &str, origin: &Path) -> Result<Self> {
-        let cfg: Self = if text.trim().is_empty() {
-            Self::default()
-        } else {
-            serde_yaml::from_str(text).map_err(|source| Error::Parse {
-                path: origin.to_owned(),
-                source,
-            })?
-        };
-        cfg.validate().map_err(|message| Error::Invalid {
-            path: origin.to_owned(),
-            message,
-        })?;
-        Ok(cfg)
+        Ok(parse_yaml(CONFIG_FILE, text, origin, Self::validate)?)
     }
 
     fn validate(&self) -> Result<(), String> {

@@ -71,12 +71,12 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
     for t in &plan.targets {
         let mut m: Vec<VolumeMount> = secrets_mount.iter().cloned().collect();
         m.extend(extra.iter().cloned());
-        if let Some(e) = plan
+        if plan
             .exec
             .iter()
-            .find(|e| e.init == t.init && e.index == t.index)
+            .any(|e| e.init == t.init && e.index == t.index)
         {
-            m.extend(exec_mounts(plan, e));
+            m.extend(exec_mounts(plan));
         }
         container_mounts(&mut ops, spec, t.init, t.index, m);
     }
@@ -86,7 +86,7 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
             .iter()
             .any(|t| t.init == e.init && t.index == e.index)
         {
-            container_mounts(&mut ops, spec, e.init, e.index, exec_mounts(plan, e));
+            container_mounts(&mut ops, spec, e.init, e.index, exec_mounts(plan));
         }
         exec_rewrite(&mut ops, plan, e);
     }
@@ -153,7 +153,7 @@ fn insert_first_init(ops: &mut Vec<PatchOperation>, exists: bool, c: Container) 
     }
 }
 
-fn exec_mounts(plan: &Plan, _e: &ExecTarget) -> Vec<VolumeMount> {
+fn exec_mounts(plan: &Plan) -> Vec<VolumeMount> {
     let mut m = vec![VolumeMount {
         name: BIN_VOLUME.into(),
         mount_path: BIN_DIR.into(),

@@ -110,6 +110,9 @@ pub struct Plan {
     /// Not wrong enough to deny, but worth telling whoever applies the pod
     /// (returned as admission warnings).
     pub warnings: Vec<String>,
+    /// `(VAR, PATH)` of every `vault:` env value in the pod, for the policy
+    /// check and the audit line.
+    pub env_refs: Vec<(String, String)>,
 }
 
 /// A container that gets env-var secrets through `vault-injector exec`.
@@ -391,16 +394,11 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         requested_auth_path,
         default_role: cfg.auth.role.clone(),
         warnings,
+        env_refs: env_refs
+            .into_iter()
+            .map(|(_, _, var, r)| (var, r.path))
+            .collect(),
     })))
-}
-
-/// `(VAR, PATH)` of every valid `vault:` env value, for the policy check.
-pub fn env_reference_paths(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<(String, String)> {
-    env_references(spec)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(_, _, var, r)| (var, r.path))
-        .collect()
 }
 
 /// Every `vault:PATH#KEY[#VERSION]` env value in the pod, validated:

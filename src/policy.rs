@@ -28,18 +28,8 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading policy file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("policy file {path} is not valid: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_yaml::Error,
-    },
-    #[error("policy file {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Yaml(#[from] crate::config::YamlError),
     #[error("policy.reloadInterval {0:?} is not a duration")]
     Interval(String),
 }
@@ -191,30 +181,22 @@ pub struct Denial {
     pub message: String,
 }
 
+const POLICY_FILE: &str = "policy file";
+
 impl Policy {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = crate::config::read_yaml_file(POLICY_FILE, path)?;
         Self::from_yaml(&text, path)
     }
 
     /// Parses and validates; `origin` only names the source in errors.
     pub fn from_yaml(text: &str, origin: &Path) -> Result<Self> {
-        let policy: Self = if text.trim().is_empty() {
-            Self::default()
-        } else {
-            serde_yaml::from_str(text).map_err(|source| Error::Parse {
-                path: origin.to_owned(),
-                source,
-            })?
-        };
-        policy.validate().map_err(|message| Error::Invalid {
-            path: origin.to_owned(),
-            message,
-        })?;
-        Ok(policy)
+        Ok(crate::config::parse_yaml(
+            POLICY_FILE,
+            text,
+            origin,
+            Self::validate,
+        )?)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -439,10 +421,7 @@ impl PolicyHandle {
         let Some(file) = &self.file else {
             return Ok(false);
         };
-        let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
-            path: file.clone(),
-            source,
-        })?;
+        let text = crate::config::read_yaml_file(POLICY_FILE, file)?;
         let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         if self.state.read().unwrap_or_else(|e| e.into_inner()).digest == Some(digest) {
             return Ok(false);

@@ -37,8 +37,6 @@ pub struct VaultK8sExtras {
     /// Mount path of the secrets volume in app containers
     /// (`secret-volume-path`, default `/vault/secrets`).
     pub secret_volume_path: Option<String>,
-    /// Put the init container first (`agent-init-first`; classic layout).
-    pub init_first: bool,
     /// `agent-limits-*` / `agent-requests-*`: resource name -> quantity.
     pub limits: BTreeMap<String, String>,
     pub requests: BTreeMap<String, String>,
@@ -136,7 +134,9 @@ pub fn from_annotations(
     let preserve_all = boolean("preserve-secret-case", false, &mut problems);
     let pre_populate = boolean("agent-pre-populate", true, &mut problems);
     let pre_populate_only = boolean("agent-pre-populate-only", false, &mut problems);
-    extras.init_first = boolean("agent-init-first", false, &mut problems);
+    // Validated only: our agent always runs first, which is what
+    // `agent-init-first: true` asks of vault-k8s (docs/compat.md).
+    boolean("agent-init-first", false, &mut problems);
     extras.tls_skip_verify = boolean("tls-skip-verify", false, &mut problems);
     if ann.contains_key(&format!("{PREFIX}agent-revoke-on-shutdown")) {
         extras.revoke_on_shutdown = Some(boolean("agent-revoke-on-shutdown", false, &mut problems));

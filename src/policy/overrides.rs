@@ -157,7 +157,6 @@ pub fn connection_overrides(
         }
     }
 
-    let own = normalize_address(&vault.address);
     for key in ADDRESS_ANNOTATIONS {
         let Some(value) = annotations.get(*key) else {
             continue;
@@ -171,7 +170,7 @@ pub fn connection_overrides(
                 ),
             ));
         };
-        if Some(&addr) == own.as_ref() {
+        if normalize_address(&vault.address).as_ref() == Some(&addr) {
             continue;
         }
         let allowed = allow
