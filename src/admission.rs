@@ -7,11 +7,9 @@
 
 use std::sync::Arc;
 
-use json_patch::Patch;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, TypeMeta};
-use serde::Serialize;
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use kube::core::{DynamicObject, Status};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AdmissionAudit, AuditSecret, Decision};
@@ -19,6 +17,8 @@ use crate::config::WebhookConfig;
 use crate::plan::{self, Planned, RequestContext};
 use crate::policy::gate::{Gate, GateDenial};
 use crate::policy::PolicyRequest;
+
+mod lean;
 
 /// A body that is not a usable AdmissionReview. The server answers 400 with
 /// the message; nothing else happens.
@@ -41,8 +41,6 @@ pub enum Error {
     NotAPod(serde_json::Error),
     #[error("the request carries no object")]
     NoObject,
-    #[error("cannot serialize the patch: {0}")]
-    Patch(serde_json::Error),
     /// Refused by the connection-override allowlist, the cluster policy or a
     /// volume profile; or Vault could not be asked about a profile.
     #[error(transparent)]
@@ -54,7 +52,7 @@ impl Error {
         match self {
             Error::Plan(_) => Decision::Denied,
             Error::Gate(g) => g.decision(),
-            Error::NotAPod(_) | Error::NoObject | Error::Patch(_) => Decision::Error,
+            Error::NotAPod(_) | Error::NoObject => Decision::Error,
         }
     }
 }
@@ -102,24 +100,46 @@ impl Injector {
 
     /// Handles one AdmissionReview body.
     pub async fn review(&self, body: &[u8]) -> Result<Reviewed, BadReview> {
-        // Pods are all the webhook is registered for, and reading one
-        // straight into typed structs costs half as much as going through
-        // `DynamicObject` (whose flattened map is buffered twice). Anything
-        // else, including a pod too broken to read, takes the generic path.
-        let (resp, audit, owners) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        // Pods are all the webhook is registered for: they are read with
+        // only the fields the core uses (`lean`). Anything else, including a
+        // pod too broken to read that way, takes the generic path, which
+        // reads the object untyped and names what is wrong with it.
+        let (facts, object) = match serde_json::from_slice::<lean::Review>(body) {
             Ok(review) => {
-                let req: AdmissionRequest<Pod> =
-                    review.try_into().map_err(|_| BadReview::NoRequest)?;
-                self.decide(req, Ok).await
+                let req = review.request.ok_or(BadReview::NoRequest)?;
+                let facts = Facts {
+                    api_version: review.api_version,
+                    uid: req.uid,
+                    kind: req.kind,
+                    sub_resource: req.sub_resource,
+                    name: req.name,
+                    namespace: req.namespace,
+                    operation: req.operation,
+                    username: req.user_info.username,
+                    dry_run: req.dry_run,
+                };
+                (facts, req.object.map(|o| Ok(Pod::from(o))))
             }
             Err(_) => {
                 let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
                 let req: AdmissionRequest<DynamicObject> =
                     review.try_into().map_err(|_| BadReview::NoRequest)?;
-                self.decide(req, pod_from_dynamic).await
+                let facts = Facts {
+                    api_version: req.types.api_version,
+                    uid: req.uid,
+                    kind: req.kind,
+                    sub_resource: req.sub_resource,
+                    name: req.name,
+                    namespace: req.namespace,
+                    operation: req.operation,
+                    username: req.user_info.username,
+                    dry_run: req.dry_run,
+                };
+                (facts, req.object.map(pod_from_dynamic))
             }
         };
-        let body = encode_review(&resp.types, &resp)?;
+        let (answer, audit, owners) = self.decide(facts, object).await;
+        let body = encode_review(&answer)?;
         Ok(Reviewed {
             body,
             audit,
@@ -127,21 +147,28 @@ impl Injector {
         })
     }
 
-    async fn decide<T: kube::Resource>(
+    async fn decide(
         &self,
-        mut req: AdmissionRequest<T>,
-        to_pod: fn(T) -> Result<Pod>,
+        req: Facts,
+        object: Option<Result<Pod>>,
     ) -> (
-        AdmissionResponse,
+        Answer,
         AdmissionAudit,
         Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
     ) {
-        let mut resp = AdmissionResponse::from(&req);
+        let mut answer = Answer {
+            api_version: req.api_version,
+            uid: req.uid.clone(),
+            allowed: true,
+            status: Status::default(),
+            patch: None,
+            warnings: None,
+        };
         let mut audit = AdmissionAudit {
-            uid: std::mem::take(&mut req.uid),
-            namespace: req.namespace.take().unwrap_or_default(),
-            pod: std::mem::take(&mut req.name),
-            user: std::mem::take(&mut req.user_info.username).unwrap_or_default(),
+            uid: req.uid,
+            namespace: req.namespace.unwrap_or_default(),
+            pod: req.name,
+            user: req.username.unwrap_or_default(),
             operation: operation_str(&req.operation).into(),
             dry_run: req.dry_run,
             ..Default::default()
@@ -150,10 +177,10 @@ impl Injector {
         if !is_pod || req.operation != Operation::Create || req.sub_resource.is_some() {
             audit.decision = Decision::Skipped;
             audit.reason = format!("not a pod CREATE ({} {})", audit.operation, req.kind.kind);
-            return (resp, audit, Vec::new());
+            return (answer, audit, Vec::new());
         }
         let mut owners = Vec::new();
-        let mutation = match req.object.take().ok_or(Error::NoObject).and_then(to_pod) {
+        let mutation = match object.unwrap_or(Err(Error::NoObject)) {
             Ok(mut pod) => {
                 let m =
                     mutate_pod(&pod, &self.config, &self.gate, Volumes::Resolve, &mut audit).await;
@@ -162,82 +189,95 @@ impl Injector {
             }
             Err(e) => Err(e),
         };
-        let outcome = mutation.and_then(|m| {
-            let patch = m
-                .patch
-                .map(|p| serde_json::to_vec(&p))
-                .transpose()
-                .map_err(Error::Patch)?;
-            Ok((patch, m.warnings))
-        });
         // The one place a business error becomes a denial.
-        let resp = match outcome {
-            Ok((patch, warnings)) => {
+        match mutation {
+            Ok(m) => {
+                let patch = m.patch.map(|p| p.to_bytes());
                 audit.patch_digest = patch.as_deref().map(|p| hex::encode(Sha256::digest(p)));
-                // `encode_review` writes `patchType` whenever there is a
-                // patch; the bytes are set here directly so they are
-                // serialized (and hashed) once.
-                resp.patch = patch;
-                if !warnings.is_empty() {
-                    resp.warnings = Some(warnings);
+                answer.patch = patch;
+                if !m.warnings.is_empty() {
+                    answer.warnings = Some(m.warnings);
                 }
-                resp
             }
             Err(e) => {
                 audit.decision = e.decision();
                 audit.reason = e.to_string();
-                resp.deny(&audit.reason)
+                answer.allowed = false;
+                answer.status.message = audit.reason.clone();
             }
-        };
-        (resp, audit, owners)
+        }
+        (answer, audit, owners)
     }
 }
 
-/// kube's `AdmissionResponse` serializes its patch bytes as a JSON array of
-/// numbers; the API server's canonical form for `[]byte` is a base64 string,
-/// which is also a third of the size. Everything else is taken as is.
-fn encode_review(types: &TypeMeta, resp: &AdmissionResponse) -> serde_json::Result<Vec<u8>> {
+/// What the core needs to know about a request, however it was read.
+struct Facts {
+    api_version: String,
+    uid: String,
+    kind: kube::core::GroupVersionKind,
+    sub_resource: Option<String>,
+    name: String,
+    namespace: Option<String>,
+    operation: Operation,
+    username: Option<String>,
+    dry_run: bool,
+}
+
+/// The response review's content.
+struct Answer {
+    api_version: String,
+    uid: String,
+    allowed: bool,
+    status: Status,
+    /// The JSON patch, before base64.
+    patch: Option<Vec<u8>>,
+    warnings: Option<Vec<String>>,
+}
+
+/// Writes the response review. The patch is a base64 string, the API
+/// server's canonical form for `[]byte` (kube's `AdmissionResponse` would
+/// write a JSON array of numbers, three times the size). The review is
+/// written field by field so the patch, the largest part by far, is
+/// base64-encoded straight into the output: base64 needs no JSON escaping.
+fn encode_review(answer: &Answer) -> serde_json::Result<Vec<u8>> {
     use base64::Engine;
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Out<'a> {
-        api_version: &'a str,
-        kind: &'a str,
-        response: Response<'a>,
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Response<'a> {
-        uid: &'a str,
-        allowed: bool,
-        status: &'a kube::core::Status,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        patch: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        patch_type: Option<&'static str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        warnings: Option<&'a Vec<String>>,
-    }
-    let patch = resp
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let patch_len = answer
         .patch
-        .as_deref()
-        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
-    serde_json::to_vec(&Out {
-        api_version: if types.api_version.is_empty() {
-            "admission.k8s.io/v1"
-        } else {
-            &types.api_version
-        },
-        kind: "AdmissionReview",
-        response: Response {
-            uid: &resp.uid,
-            allowed: resp.allowed,
-            status: &resp.result,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-            warnings: resp.warnings.as_ref(),
-        },
-    })
+        .as_ref()
+        .map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
+    let mut out = Vec::with_capacity(256 + patch_len + answer.status.message.len());
+    let api_version = if answer.api_version.is_empty() {
+        "admission.k8s.io/v1"
+    } else {
+        &answer.api_version
+    };
+    out.extend_from_slice(br#"{"apiVersion":"#);
+    serde_json::to_writer(&mut out, api_version)?;
+    out.extend_from_slice(br#","kind":"AdmissionReview","response":{"uid":"#);
+    serde_json::to_writer(&mut out, &answer.uid)?;
+    out.extend_from_slice(if answer.allowed {
+        br#","allowed":true,"status":"#
+    } else {
+        br#","allowed":false,"status":"#
+    });
+    serde_json::to_writer(&mut out, &answer.status)?;
+    if let Some(patch) = &answer.patch {
+        out.extend_from_slice(br#","patch":""#);
+        let start = out.len();
+        out.resize(start + patch_len, 0);
+        let n = b64
+            .encode_slice(patch, &mut out[start..])
+            .expect("buffer sized by encoded_len");
+        out.truncate(start + n);
+        out.extend_from_slice(br#"","patchType":"JSONPatch""#);
+    }
+    if let Some(warnings) = &answer.warnings {
+        out.extend_from_slice(br#","warnings":"#);
+        serde_json::to_writer(&mut out, warnings)?;
+    }
+    out.extend_from_slice(b"}}");
+    Ok(out)
 }
 
 fn operation_str(op: &Operation) -> &'static str {
@@ -271,7 +311,7 @@ pub fn pod_from_dynamic(obj: DynamicObject) -> Result<Pod> {
 #[derive(Debug, Default)]
 pub struct Mutation {
     /// `None`: admit unchanged.
-    pub patch: Option<Patch>,
+    pub patch: Option<crate::patch::PodPatch>,
     /// Admission warnings for the client (`kubectl` prints them).
     pub warnings: Vec<String>,
 }
@@ -448,7 +488,7 @@ mod tests {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(resp["response"]["patch"].as_str().expect("a patch"))
             .unwrap();
-        let patch: Patch = serde_json::from_slice(&bytes).unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
         let mut doc = pod.clone();
         json_patch::patch(&mut doc, &patch).unwrap();
         serde_json::from_value(doc).unwrap()
@@ -573,7 +613,7 @@ mod tests {
         let patch = base64::engine::general_purpose::STANDARD
             .decode(resp["patch"].as_str().expect("patch is a base64 string"))
             .unwrap();
-        let _: Patch = serde_json::from_slice(&patch).unwrap();
+        let _: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
         assert_eq!(
             audit.patch_digest.as_deref(),
             Some(hex::encode(Sha256::digest(&patch)).as_str())
@@ -706,5 +746,178 @@ mod tests {
         assert_eq!(v["response"]["allowed"], false);
         assert_eq!(audit.decision, Decision::Error);
         assert!(audit.reason.contains("not a valid Pod"), "{}", audit.reason);
+    }
+
+    /// The webhook reads pods with only the fields the core uses (`lean`);
+    /// `mutate` and `lint` read them whole. Both must give the same answer
+    /// for every pod shape, or the lean reading dropped a field plan or
+    /// patch reads.
+    #[tokio::test]
+    async fn lean_and_full_pod_readings_give_the_same_answer() {
+        let mut pods: Vec<Value> = std::fs::read_dir("tests/data")
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .filter_map(|p| {
+                let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                let o = v["request"]["object"].clone();
+                o.is_object().then_some(o)
+            })
+            .collect();
+        assert!(pods.len() >= 5, "fixtures: {}", pods.len());
+        let ann = |extra: Value| {
+            let mut a = json!({
+                "vault-injector.io/inject": "true",
+                "vault-injector.io/role": "app",
+                "vault-injector.io/secret-db": "secret/data/db",
+            });
+            a.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            a
+        };
+        pods.extend([
+            // `vault:` env references and exec, with and without a command.
+            json!({"metadata": {"name": "exec", "annotations": ann(json!({
+                    "vault-injector.io/entrypoint-migrate": "[\"/bin/migrate\"]"}))},
+                "spec": {"containers": [{"name": "app", "image": "x", "command": ["/app"],
+                    "args": ["--port", "80"],
+                    "env": [{"name": "PASSWORD", "value": "vault:secret/data/db#password"},
+                            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}],
+                    "initContainers": [{"name": "migrate", "image": "m",
+                        "env": [{"name": "DSN", "value": "vault:secret/data/db#dsn#2"}]}]}}),
+            // Pod-level user and group, restart policy, old-style account.
+            json!({"metadata": {"generateName": "job-", "namespace": "batch", "annotations": ann(json!({}))},
+                "spec": {"serviceAccount": "legacy", "restartPolicy": "Never",
+                    "securityContext": {"runAsUser": 1000, "runAsGroup": 2000, "fsGroup": 3000},
+                    "containers": [{"name": "app", "image": "x",
+                        "resources": {"limits": {"memory": "1Gi"}},
+                        "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": false}]}],
+                    "volumes": [{"name": "data", "emptyDir": {}}]}}),
+            // Injected before; a container added since gets the mount at the
+            // path the first injection chose.
+            json!({"metadata": {"name": "again", "annotations": ann(json!({
+                    "vault-injector.io/status": "injected"}))},
+                "spec": {"containers": [
+                    {"name": "app", "image": "x", "volumeMounts": [
+                        {"name": "vault-injector-secrets", "mountPath": "/etc/secrets", "readOnly": true}]},
+                    {"name": "late", "image": "y"}]}}),
+            // A reserved volume name.
+            json!({"metadata": {"name": "clash", "annotations": ann(json!({}))},
+                "spec": {"containers": [{"name": "app", "image": "x"}],
+                    "volumes": [{"name": "vault-injector-secrets", "emptyDir": {}}]}}),
+            // The injector's own pod.
+            json!({"metadata": {"name": "self", "labels": {"app.kubernetes.io/name": "vault-injector"},
+                    "annotations": ann(json!({}))},
+                "spec": {"containers": [{"name": "app", "image": "x"}]}}),
+            // Required fields missing: k8s-openapi reads them as empty.
+            json!({"metadata": {"name": "sparse", "annotations": ann(json!({}))},
+                "spec": {"volumes": [{"emptyDir": {}}]}}),
+            json!({"metadata": {"name": "sparse2", "annotations": ann(json!({}))},
+                "spec": {"containers": [{"image": "x", "env": [{"value": "v"}],
+                    "volumeMounts": [{"name": "v"}]}]}}),
+            // The vault-k8s dialect.
+            json!({"metadata": {"name": "vk", "annotations": {
+                    "vault.hashicorp.com/agent-inject": "true",
+                    "vault.hashicorp.com/role": "app",
+                    "vault.hashicorp.com/agent-inject-secret-db": "secret/data/db"}},
+                "spec": {"containers": [{"name": "app", "image": "x"}]}}),
+        ]);
+        let mut classic = WebhookConfig::default();
+        classic.agent.native_sidecar = false;
+        for cfg in [WebhookConfig::default(), classic] {
+            let gate = Gate::from_config(&cfg).unwrap();
+            for obj in &pods {
+                let full: Pod = serde_json::from_value(obj.clone()).unwrap();
+                let lean = Pod::from(serde_json::from_value::<lean::LeanPod>(obj.clone()).unwrap());
+                let mut answers = Vec::new();
+                for pod in [&full, &lean] {
+                    let mut audit = AdmissionAudit::default();
+                    let m = mutate_pod(pod, &cfg, &gate, Volumes::Offline, &mut audit).await;
+                    let m = m
+                        .map(|m| (m.patch.map(|p| p.to_bytes()), m.warnings))
+                        .map_err(|e| e.to_string());
+                    let mut line: Value =
+                        serde_json::from_str(&crate::audit::admission_line(&audit)).unwrap();
+                    line.as_object_mut().unwrap().remove("ts");
+                    answers.push((m, line));
+                }
+                assert_eq!(answers[0], answers[1], "{obj}");
+            }
+        }
+        // A wrong type in a field the core reads fails both readings (so
+        // the generic path reports it).
+        for broken in [
+            json!({"spec": {"containers": "x"}}),
+            json!({"spec": {"containers": [{"name": 5}]}}),
+            json!({"spec": {"containers": [{"name": "a", "volumeMounts": [{"name": "v", "readOnly": "yes"}]}]}}),
+            json!({"spec": {"containers": [{"name": "a", "env": {"A": "b"}}]}}),
+            json!({"spec": {"securityContext": {"runAsUser": "root"}}}),
+            json!({"metadata": {"annotations": {"a": 1}}}),
+        ] {
+            assert!(
+                serde_json::from_value::<Pod>(broken.clone()).is_err(),
+                "{broken}"
+            );
+            assert!(
+                serde_json::from_value::<lean::LeanPod>(broken.clone()).is_err(),
+                "{broken}"
+            );
+        }
+    }
+
+    #[test]
+    fn response_review_is_json_whatever_the_text() {
+        let odd = "quote \" backslash \\ newline \n tab \t nul \u{0} snowman \u{2603}";
+        for (allowed, patch, warnings) in [
+            (
+                true,
+                Some(b"[{\"op\":\"add\"}]\xff".to_vec()),
+                Some(vec![odd.to_string()]),
+            ),
+            (false, None, None),
+            (true, Some(Vec::new()), None),
+        ] {
+            let mut status = Status::default();
+            if !allowed {
+                status.message = odd.into();
+            }
+            let answer = Answer {
+                api_version: String::new(),
+                uid: odd.into(),
+                allowed,
+                status,
+                patch: patch.clone(),
+                warnings: warnings.clone(),
+            };
+            let v: Value = serde_json::from_slice(&encode_review(&answer).unwrap()).unwrap();
+            assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+            assert_eq!(v["kind"], "AdmissionReview");
+            let r = &v["response"];
+            assert_eq!(r["uid"], odd);
+            assert_eq!(r["allowed"], allowed);
+            if allowed {
+                assert_eq!(r["status"], json!({}));
+            } else {
+                assert_eq!(r["status"]["message"], odd);
+            }
+            use base64::Engine;
+            match &patch {
+                Some(p) => {
+                    let got = base64::engine::general_purpose::STANDARD
+                        .decode(r["patch"].as_str().unwrap())
+                        .unwrap();
+                    assert_eq!(&got, p);
+                    assert_eq!(r["patchType"], "JSONPatch");
+                }
+                None => {
+                    assert!(r.get("patch").is_none() && r.get("patchType").is_none());
+                }
+            }
+            match &warnings {
+                Some(w) => assert_eq!(r["warnings"], json!(w)),
+                None => assert!(r.get("warnings").is_none()),
+            }
+        }
     }
 }

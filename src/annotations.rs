@@ -791,18 +791,64 @@ fn check_template(source: &str) -> Result<(), String> {
     if source.trim().is_empty() {
         return Err("the template must not be empty".into());
     }
+    if TEMPLATES_OK.with(|ok| ok.borrow().contains(source)) {
+        return Ok(());
+    }
     // Building an environment registers every builtin filter; one shared
     // instance keeps this check cheap on the admission path.
     static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
     ENV.get_or_init(minijinja::Environment::new)
         .template_from_str(source)
-        .map(|_| ())
-        .map_err(|e| format!("the template does not parse: {e}"))
+        .map_err(|e| format!("the template does not parse: {e}"))?;
+    if source.len() <= TEMPLATE_CACHE_MAX_LEN {
+        TEMPLATES_OK.with(|ok| {
+            let mut ok = ok.borrow_mut();
+            if ok.len() >= TEMPLATE_CACHE_ENTRIES {
+                ok.clear();
+            }
+            ok.insert(source.into());
+        });
+    }
+    Ok(())
+}
+
+/// Templates that parsed, per thread: the pods of one Deployment repeat the
+/// same templates, and compiling one to check it costs more than the rest
+/// of the pod's annotations together. Bounded: at most this many sources of
+/// at most this many bytes each (4 MiB per thread at worst).
+const TEMPLATE_CACHE_ENTRIES: usize = 256;
+const TEMPLATE_CACHE_MAX_LEN: usize = 16 * 1024;
+
+thread_local! {
+    static TEMPLATES_OK: std::cell::RefCell<std::collections::HashSet<Box<str>>> =
+        Default::default();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_check_remembers_only_templates_that_parse() {
+        let good = "{{ data.user }}:{{ data.password }}";
+        let cached = || TEMPLATES_OK.with(|ok| ok.borrow().contains(good));
+        TEMPLATES_OK.with(|ok| ok.borrow_mut().clear());
+        assert!(check_template(good).is_ok());
+        assert!(cached());
+        assert!(check_template(good).is_ok());
+        for _ in 0..2 {
+            let e = check_template("{{ data.user ").unwrap_err();
+            assert!(e.contains("does not parse"), "{e}");
+        }
+        let long = format!("{{{{ data.a }}}}{}", "x".repeat(TEMPLATE_CACHE_MAX_LEN));
+        assert!(check_template(&long).is_ok());
+        assert!(!TEMPLATES_OK.with(|ok| ok.borrow().contains(long.as_str())));
+        for n in 0..TEMPLATE_CACHE_ENTRIES {
+            check_template(&format!("{{{{ data.k{n} }}}}")).unwrap();
+        }
+        let size = TEMPLATES_OK.with(|ok| ok.borrow().len());
+        assert!(size <= TEMPLATE_CACHE_ENTRIES, "{size}");
+    }
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -333,9 +333,9 @@ pub struct AgentConfig {
     #[serde(default = "default_refresh")]
     pub refresh_interval_secs: u64,
     /// What to do after a rendered file changes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<Reload>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revoke_on_shutdown: bool,
     #[serde(default)]
     pub log_format: LogFormat,
@@ -369,11 +369,11 @@ pub struct PodIdentity {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VaultConnection {
     pub address: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_pem: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tls_skip_verify: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
 
@@ -424,10 +424,10 @@ pub struct AgentAuth {
     #[serde(default = "default_token_path")]
     pub token_path: String,
     /// AppRole role id file.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_id_path: Option<String>,
     /// AppRole secret id file.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_id_path: Option<String>,
 }
 
@@ -487,16 +487,16 @@ pub struct SecretSpec {
     #[serde(default)]
     pub format: Format,
     /// The key for `raw`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Template source for `template` (minijinja syntax).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
     /// Fail the render when the template reads a missing key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub error_on_missing_key: bool,
     /// Command run after this file changes (vault-k8s `agent-inject-command-*`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     /// The template was translated from a vault-k8s Go template: render it
     /// with Go's value printing (`map[k:v]`, `<no value>`).
@@ -515,7 +515,7 @@ pub struct EnvSpec {
     pub var: String,
     pub path: String,
     pub key: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     /// Containers this var is for (empty: all targets).
     #[serde(default)]

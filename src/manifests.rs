@@ -251,7 +251,7 @@ fn mutate_document(
         // The patch addresses /metadata and /spec, which the template has in
         // the same shape as a pod; applying it to the raw template keeps
         // fields this build's Kubernetes types do not know.
-        json_patch::patch(template, &patch)
+        json_patch::patch(template, &patch.to_json_patch())
             .map_err(|e| fail(format!("applying the patch: {e}")))?;
     }
     Ok(doc)

@@ -7,15 +7,17 @@
 //! address existing init containers by index come before the agent is
 //! inserted at the front, because that insertion shifts the indices.
 
+use std::collections::BTreeMap;
+
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Pod, PodSpec, Probe,
     ProjectedVolumeSource, SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume,
     VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use serde_json::Value;
+use serde::ser::SerializeStruct;
+use serde::Serialize;
 
 use crate::annotations::{Lifecycle, STATUS, STATUS_INJECTED};
 use crate::config::{AuthMethod, WebhookConfig, AGENT_CONFIG_ENV, SECRETS_DIR, STATE_DIR};
@@ -30,8 +32,93 @@ pub const STARTUP_PROBE_SECONDS: i32 = 120;
 /// Lifetime of the agent's projected service-account token.
 pub const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
 
+/// A JSON patch of `add` operations (the only kind injection needs) whose
+/// values stay typed until the patch is written: serializing Kubernetes
+/// structs straight to bytes costs a fraction of building a
+/// `serde_json::Value` tree first (docs/benchmarks.md).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodPatch(pub Vec<AddOp>);
+
+/// `{"op": "add", "path": ..., "value": ...}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddOp {
+    pub path: PointerBuf,
+    pub value: OpValue,
+}
+
+/// What an [`AddOp`] adds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum OpValue {
+    Volume(Box<Volume>),
+    Volumes(Vec<Volume>),
+    Mount(VolumeMount),
+    Mounts(Vec<VolumeMount>),
+    Container(Box<Container>),
+    Containers(Vec<Container>),
+    Env(EnvVar),
+    Envs(Vec<EnvVar>),
+    Strings(Vec<String>),
+    Str(&'static str),
+    Map(BTreeMap<&'static str, &'static str>),
+}
+
+impl Serialize for AddOp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut op = s.serialize_struct("AddOp", 3)?;
+        op.serialize_field("op", "add")?;
+        op.serialize_field("path", &self.path)?;
+        op.serialize_field("value", &self.value)?;
+        op.end()
+    }
+}
+
+impl Serialize for PodPatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl PodPatch {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The patch as the API server wants it (before base64).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("Kubernetes types serialize")
+    }
+
+    /// The same operations as a `json_patch::Patch`, to apply locally
+    /// (`mutate`, tests).
+    pub fn to_json_patch(&self) -> json_patch::Patch {
+        serde_json::from_slice(&self.to_bytes()).expect("a patch reads back")
+    }
+}
+
+macro_rules! op_value {
+    ($($t:ty => $one:ident, $many:ident;)*) => {$(
+        impl From<$t> for OpValue {
+            fn from(v: $t) -> Self {
+                OpValue::$one(v.into())
+            }
+        }
+        impl From<Vec<$t>> for OpValue {
+            fn from(v: Vec<$t>) -> Self {
+                OpValue::$many(v)
+            }
+        }
+    )*};
+}
+op_value! {
+    Volume => Volume, Volumes;
+    VolumeMount => Mount, Mounts;
+    Container => Container, Containers;
+    EnvVar => Env, Envs;
+}
+
 /// The patch that injects `plan` into `pod`.
-pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
+pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> PodPatch {
     let empty = PodSpec::default();
     let spec = pod.spec.as_ref().unwrap_or(&empty);
     let mut ops = Vec::with_capacity(8 + plan.targets.len());
@@ -56,7 +143,7 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
             &mut ops,
             &["spec", "volumes"],
             spec.volumes.is_some(),
-            volumes.into_iter().map(to_value),
+            volumes,
         );
     }
     // Mounts (and, below, command rewrites) address existing containers by
@@ -125,13 +212,13 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> Patch {
         if let Some(sidecar) = sidecar {
             ops.push(add(
                 PointerBuf::from_tokens(["spec", "containers", "-"]),
-                to_value(sidecar),
+                sidecar,
             ));
         }
     }
 
     status_annotation(&mut ops, pod, plan.vault_k8s);
-    Patch(ops)
+    PodPatch(ops)
 }
 
 /// Size limit of the memory volume holding the binary copy for `exec`.
@@ -139,16 +226,16 @@ pub const BIN_VOLUME_SIZE: &str = "64Mi";
 
 /// Puts `c` at the front of `initContainers`, creating the array when the
 /// pod (as patched so far) has none.
-fn insert_first_init(ops: &mut Vec<PatchOperation>, exists: bool, c: Container) {
+fn insert_first_init(ops: &mut Vec<AddOp>, exists: bool, c: Container) {
     if exists {
         ops.push(add(
             PointerBuf::from_tokens(["spec", "initContainers", "0"]),
-            to_value(c),
+            c,
         ));
     } else {
         ops.push(add(
             PointerBuf::from_tokens(["spec", "initContainers"]),
-            Value::Array(vec![to_value(c)]),
+            vec![c],
         ));
     }
 }
@@ -174,7 +261,7 @@ fn exec_mounts(plan: &Plan) -> Vec<VolumeMount> {
 /// `command: [/vault/bin/vault-injector, exec, --, ORIGINAL...]` (args are
 /// left as they are: the kubelet appends them after the command) and the
 /// config `exec` reads, which names paths and keys, never values.
-fn exec_rewrite(ops: &mut Vec<PatchOperation>, plan: &Plan, e: &ExecTarget) {
+fn exec_rewrite(ops: &mut Vec<AddOp>, plan: &Plan, e: &ExecTarget) {
     let list = if e.init {
         "initContainers"
     } else {
@@ -189,23 +276,18 @@ fn exec_rewrite(ops: &mut Vec<PatchOperation>, plan: &Plan, e: &ExecTarget) {
     command.extend(e.command.iter().cloned());
     ops.push(add(
         PointerBuf::from_tokens(["spec", list, &index, "command"]),
-        to_value(command),
+        OpValue::Strings(command),
     ));
     let mut cfg = plan.agent.clone();
     cfg.secrets.clear();
     cfg.env
         .retain(|s| s.containers.is_empty() || s.containers.contains(&e.name));
-    let var = to_value(EnvVar {
+    let var = EnvVar {
         name: AGENT_CONFIG_ENV.into(),
         value: Some(cfg.to_json()),
         value_from: None,
-    });
-    add_all(
-        ops,
-        &["spec", list, &index, "env"],
-        e.has_env,
-        std::iter::once(var),
-    );
+    };
+    add_all(ops, &["spec", list, &index, "env"], e.has_env, vec![var]);
 }
 
 fn copy_container(plan: &Plan, cfg: &WebhookConfig) -> Container {
@@ -222,33 +304,31 @@ fn copy_container(plan: &Plan, cfg: &WebhookConfig) -> Container {
 
 /// The patch for a pod seen again after injection: mount the secrets into
 /// containers other webhooks added since.
-pub fn build_remount(pod: &Pod, targets: &[Target]) -> Patch {
+pub fn build_remount(pod: &Pod, targets: &[Target]) -> PodPatch {
     let empty = PodSpec::default();
     let spec = pod.spec.as_ref().unwrap_or(&empty);
     let mut ops = Vec::with_capacity(targets.len());
     mounts(&mut ops, spec, targets);
-    Patch(ops)
+    PodPatch(ops)
 }
 
 fn uses_token(plan: &Plan) -> bool {
     plan.agent.auth.method != AuthMethod::Approle
 }
 
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
-}
-
-fn to_value<T: serde::Serialize>(v: T) -> Value {
-    serde_json::to_value(v).expect("Kubernetes types serialize")
+fn add(path: PointerBuf, value: impl Into<OpValue>) -> AddOp {
+    AddOp {
+        path,
+        value: value.into(),
+    }
 }
 
 /// Appends `items` to the array at `parent`, creating it when absent.
-fn add_all(
-    ops: &mut Vec<PatchOperation>,
-    parent: &[&str],
-    exists: bool,
-    items: impl Iterator<Item = Value>,
-) {
+fn add_all<T>(ops: &mut Vec<AddOp>, parent: &[&str], exists: bool, items: Vec<T>)
+where
+    T: Into<OpValue>,
+    Vec<T>: Into<OpValue>,
+{
     if exists {
         for item in items {
             let mut p = PointerBuf::from_tokens(parent.iter().copied());
@@ -256,14 +336,11 @@ fn add_all(
             ops.push(add(p, item));
         }
     } else {
-        ops.push(add(
-            PointerBuf::from_tokens(parent.iter().copied()),
-            Value::Array(items.collect()),
-        ));
+        ops.push(add(PointerBuf::from_tokens(parent.iter().copied()), items));
     }
 }
 
-fn mounts(ops: &mut Vec<PatchOperation>, spec: &PodSpec, targets: &[Target]) {
+fn mounts(ops: &mut Vec<AddOp>, spec: &PodSpec, targets: &[Target]) {
     // A remount only happens for pods injected before; their secrets are at
     // the path the first injection chose, which the container spec of an
     // already-mounted sibling tells.
@@ -287,7 +364,7 @@ fn mounts(ops: &mut Vec<PatchOperation>, spec: &PodSpec, targets: &[Target]) {
 }
 
 fn container_mounts(
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Vec<AddOp>,
     spec: &PodSpec,
     init: bool,
     index: usize,
@@ -306,15 +383,10 @@ fn container_mounts(
     };
     let exists = container.is_some_and(|c| c.volume_mounts.is_some());
     let index = index.to_string();
-    add_all(
-        ops,
-        &["spec", list, &index, "volumeMounts"],
-        exists,
-        mounts.into_iter().map(to_value),
-    );
+    add_all(ops, &["spec", list, &index, "volumeMounts"], exists, mounts);
 }
 
-fn status_annotation(ops: &mut Vec<PatchOperation>, pod: &Pod, vault_k8s: bool) {
+fn status_annotation(ops: &mut Vec<AddOp>, pod: &Pod, vault_k8s: bool) {
     let mut keys = vec![STATUS];
     if vault_k8s {
         keys.push(crate::compat::vaultk8s::STATUS);
@@ -323,17 +395,14 @@ fn status_annotation(ops: &mut Vec<PatchOperation>, pod: &Pod, vault_k8s: bool) 
         for k in keys {
             ops.push(add(
                 PointerBuf::from_tokens(["metadata", "annotations", k]),
-                Value::String(STATUS_INJECTED.into()),
+                OpValue::Str(STATUS_INJECTED),
             ));
         }
     } else {
-        let map: serde_json::Map<String, Value> = keys
-            .into_iter()
-            .map(|k| (k.to_string(), Value::String(STATUS_INJECTED.into())))
-            .collect();
+        let map = keys.into_iter().map(|k| (k, STATUS_INJECTED)).collect();
         ops.push(add(
             PointerBuf::from_tokens(["metadata", "annotations"]),
-            Value::Object(map),
+            OpValue::Map(map),
         ));
     }
 }
@@ -458,9 +527,10 @@ mod tests {
         apply(pod, &patch)
     }
 
-    fn apply(pod: &Pod, patch: &Patch) -> Pod {
+    fn apply(pod: &Pod, patch: &PodPatch) -> Pod {
         let mut doc = serde_json::to_value(pod).unwrap();
-        json_patch::patch(&mut doc, patch).unwrap_or_else(|e| panic!("{e}: {patch:?}"));
+        json_patch::patch(&mut doc, &patch.to_json_patch())
+            .unwrap_or_else(|e| panic!("{e}: {patch:?}"));
         serde_json::from_value(doc).unwrap()
     }
 

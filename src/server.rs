@@ -344,30 +344,35 @@ impl Webhook {
             }
         };
 
-        let span = tracing::info_span!(
-            "admission",
-            request_uid = Empty,
-            namespace = Empty,
-            pod = Empty,
-            operation = Empty,
-            dry_run = Empty,
-            decision = Empty,
-        );
+        // The audit line carries every fact about the admission, and nothing
+        // inside the review logs at info or above, so the per-admission span
+        // (which the JSON formatter serializes on creation and on every
+        // `record`) exists only when debug logs are on.
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        let span = if debug {
+            tracing::info_span!(
+                "admission",
+                request_uid = Empty,
+                namespace = Empty,
+                pod = Empty,
+                operation = Empty,
+                dry_run = Empty,
+                decision = Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let reviewed = match inner.injector.review(&body).instrument(span.clone()).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::info!(parent: &span, error = %e, "rejected a malformed AdmissionReview");
+                tracing::info!(error = %e, "rejected a malformed AdmissionReview");
                 return reply(StatusCode::BAD_REQUEST, e.to_string());
             }
         };
         let mut audit = reviewed.audit;
         let elapsed = start.elapsed().as_secs_f64();
         audit.latency_ms = elapsed * 1000.0;
-        // The audit line carries all of these. Recording them into the span
-        // only helps debug logs emitted after this point, and with the JSON
-        // formatter each `record` re-serializes the span's fields: ~5% of the
-        // webhook's CPU under load (docs/benchmarks.md), so only at debug.
-        if tracing::enabled!(tracing::Level::DEBUG) {
+        if debug {
             span.record("request_uid", audit.uid.as_str());
             span.record("namespace", audit.namespace.as_str());
             span.record("pod", audit.pod.as_str());
