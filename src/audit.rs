@@ -119,13 +119,18 @@ fn now_rfc3339() -> String {
 
 /// Serializes an admission record as one line (without the newline).
 pub fn admission_line(record: &AdmissionAudit) -> String {
-    serde_json::to_string(&Line {
-        ts: now_rfc3339(),
-        audit: "admission",
-        event: None,
-        record,
-    })
-    .expect("audit record serializes")
+    let mut out = Vec::with_capacity(1024);
+    serde_json::to_writer(
+        &mut out,
+        &Line {
+            ts: now_rfc3339(),
+            audit: "admission",
+            event: None,
+            record,
+        },
+    )
+    .expect("audit record serializes");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// Serializes an agent record as one line (without the newline).
