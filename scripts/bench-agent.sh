@@ -183,6 +183,9 @@ for kind in ["vault-injector", "bao agent"]:
     time.sleep(steady)
     c1, t1 = cpu_ticks(p.pid), time.monotonic()
     rss, hwm = status(p.pid, "VmRSS"), status(p.pid, "VmHWM")
+    anon, file_ = status(p.pid, "RssAnon"), status(p.pid, "RssFile")
+    print(f"{kind}: steady RSS {rss} kB = anonymous {anon} kB + file-backed {file_} kB "
+          f"(+ shmem)", file=sys.stderr)
     hwms.append(hwm)
     stop(p)
     for f in files:
