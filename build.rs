@@ -12,12 +12,12 @@ fn main() {
         // the loader reads at every start become a few KiB, which is most
         // of the agent's resident-memory margin (docs/benchmarks.md).
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
-        // The agent's functions together at the front of .text
-        // (scripts/agent-layout.sh). LLD only: the linker rustc uses by
-        // default for this target since Rust 1.90.
+        // The agent's functions together at the front of .text, then the
+        // webhook's (scripts/link-order.sh). LLD only: the linker rustc uses
+        // by default for this target since Rust 1.90.
         if env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu") && lld_by_default() {
-            let list = format!("{}/link/agent-symbols.txt", env!("CARGO_MANIFEST_DIR"));
-            println!("cargo:rerun-if-changed=link/agent-symbols.txt");
+            let list = format!("{}/link/symbol-order.txt", env!("CARGO_MANIFEST_DIR"));
+            println!("cargo:rerun-if-changed=link/symbol-order.txt");
             println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={list}");
             println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
         }

@@ -33,7 +33,11 @@ command -v wrk >/dev/null || { echo "bench-webhook: wrk not found; run scripts/i
 [ -f "$FIXTURE" ] || { echo "bench-webhook: fixture $FIXTURE missing" >&2; exit 2; }
 
 echo "building release binaries..." >&2
-cargo build --release --quiet --bin vault-injector --example ceiling
+# Two invocations: building an example pulls in dev-dependency features,
+# which changes the library's symbol names, and the binary must be the one
+# link/symbol-order.txt was made for (as `cargo build --release` makes it).
+cargo build --release --quiet --bin vault-injector
+cargo build --release --quiet --example ceiling
 bin=target/release/vault-injector
 ceiling=target/release/examples/ceiling
 
