@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
-use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use kube::core::admission::Operation;
 use kube::core::{DynamicObject, Status};
 use sha2::{Digest, Sha256};
 
@@ -104,39 +104,10 @@ impl Injector {
         // only the fields the core uses (`lean`). Anything else, including a
         // pod too broken to read that way, takes the generic path, which
         // reads the object untyped and names what is wrong with it.
-        let (facts, object) = match serde_json::from_slice::<lean::Review>(body) {
-            Ok(review) => {
-                let req = review.request.ok_or(BadReview::NoRequest)?;
-                let facts = Facts {
-                    api_version: review.api_version,
-                    uid: req.uid,
-                    kind: req.kind,
-                    sub_resource: req.sub_resource,
-                    name: req.name,
-                    namespace: req.namespace,
-                    operation: req.operation,
-                    username: req.user_info.username,
-                    dry_run: req.dry_run,
-                };
-                (facts, req.object.map(|o| Ok(Pod::from(o))))
-            }
-            Err(_) => {
-                let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
-                let req: AdmissionRequest<DynamicObject> =
-                    review.try_into().map_err(|_| BadReview::NoRequest)?;
-                let facts = Facts {
-                    api_version: req.types.api_version,
-                    uid: req.uid,
-                    kind: req.kind,
-                    sub_resource: req.sub_resource,
-                    name: req.name,
-                    namespace: req.namespace,
-                    operation: req.operation,
-                    username: req.user_info.username,
-                    dry_run: req.dry_run,
-                };
-                (facts, req.object.map(pod_from_dynamic))
-            }
+        let (facts, object) = match serde_json::from_slice::<lean::Review<lean::LeanPod>>(body) {
+            Ok(review) => review.split(|o| Ok(Pod::from(o)))?,
+            Err(_) => serde_json::from_slice::<lean::Review<DynamicObject>>(body)?
+                .split(pod_from_dynamic)?,
         };
         let (answer, audit, owners) = self.decide(facts, object).await;
         let body = encode_review(&answer)?;
@@ -149,7 +120,7 @@ impl Injector {
 
     async fn decide(
         &self,
-        req: Facts,
+        req: lean::Facts,
         object: Option<Result<Pod>>,
     ) -> (
         Answer,
@@ -208,19 +179,6 @@ impl Injector {
         }
         (answer, audit, owners)
     }
-}
-
-/// What the core needs to know about a request, however it was read.
-struct Facts {
-    api_version: String,
-    uid: String,
-    kind: kube::core::GroupVersionKind,
-    sub_resource: Option<String>,
-    name: String,
-    namespace: Option<String>,
-    operation: Operation,
-    username: Option<String>,
-    dry_run: bool,
 }
 
 /// The response review's content.

@@ -119,18 +119,15 @@ fn now_rfc3339() -> String {
 
 /// Serializes an admission record as one line (without the newline).
 pub fn admission_line(record: &AdmissionAudit) -> String {
-    let mut out = Vec::with_capacity(1024);
-    serde_json::to_writer(
-        &mut out,
+    crate::json_string_sized(
         &Line {
             ts: now_rfc3339(),
             audit: "admission",
             event: None,
             record,
         },
+        1024,
     )
-    .expect("audit record serializes");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// Serializes an agent record as one line (without the newline).

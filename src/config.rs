@@ -550,11 +550,7 @@ impl AgentConfig {
     }
 
     pub fn to_json(&self) -> String {
-        // Sized for a typical config so that writing it does not regrow the
-        // buffer several times on the admission path.
-        let mut out = Vec::with_capacity(1024);
-        serde_json::to_writer(&mut out, self).expect("AgentConfig serializes");
-        String::from_utf8(out).expect("serde_json writes UTF-8")
+        crate::json_string_sized(self, 1024)
     }
 }
 

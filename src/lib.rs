@@ -29,3 +29,22 @@ pub mod server;
 pub mod tls;
 pub mod vault;
 pub mod volumes;
+
+/// Serializes `value` as JSON into a buffer of `capacity` bytes up front:
+/// what the admission path writes per request (patch, agent config, audit
+/// line) has a known typical size, and one allocation beats a chain of
+/// regrowths there.
+pub(crate) fn json_sized<T: serde::Serialize + ?Sized>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    // Writing into a Vec cannot fail; these types have string keys only.
+    serde_json::to_writer(&mut out, value).expect("serializes to JSON");
+    out
+}
+
+/// [`json_sized`] as a `String`.
+pub(crate) fn json_string_sized<T: serde::Serialize + ?Sized>(
+    value: &T,
+    capacity: usize,
+) -> String {
+    String::from_utf8(json_sized(value, capacity)).expect("serde_json writes UTF-8")
+}

@@ -80,17 +80,10 @@ impl Serialize for PodPatch {
 }
 
 impl PodPatch {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The patch as the API server wants it (before base64).
     pub fn to_bytes(&self) -> Vec<u8> {
-        // An injection patch is a few KiB; one allocation instead of a
-        // chain of regrowths.
-        let mut out = Vec::with_capacity(4096);
-        serde_json::to_writer(&mut out, self).expect("Kubernetes types serialize");
-        out
+        // An injection patch is a few KiB.
+        crate::json_sized(self, 4096)
     }
 
     /// The same operations as a `json_patch::Patch`, to apply locally

@@ -27,39 +27,77 @@ use kube::core::GroupVersionKind;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
+/// An AdmissionReview whose object is read as `O`: [`LeanPod`] first, the
+/// untyped `DynamicObject` when that fails. Everything but the object is
+/// read the same way either time.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Review {
+pub(super) struct Review<O> {
     #[serde(default)]
-    pub api_version: String,
-    pub request: Option<Request>,
+    api_version: String,
+    request: Option<Request<O>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Request {
-    pub uid: String,
-    pub kind: GroupVersionKind,
+struct Request<O> {
+    uid: String,
+    kind: GroupVersionKind,
     /// Required by the AdmissionReview schema; not used.
     #[allow(dead_code)]
     resource: IgnoredAny,
     #[serde(default)]
-    pub sub_resource: Option<String>,
+    sub_resource: Option<String>,
     #[serde(default)]
-    pub name: String,
+    name: String,
     #[serde(default)]
-    pub namespace: Option<String>,
-    pub operation: Operation,
-    pub user_info: UserInfo,
-    pub object: Option<LeanPod>,
+    namespace: Option<String>,
+    operation: Operation,
+    user_info: UserInfo,
+    object: Option<O>,
     #[serde(default)]
-    pub dry_run: bool,
+    dry_run: bool,
 }
 
 #[derive(Deserialize)]
-pub(super) struct UserInfo {
+struct UserInfo {
     #[serde(default)]
+    username: Option<String>,
+}
+
+impl<O> Review<O> {
+    /// The request's facts, and its object made a pod by `to_pod`.
+    pub(super) fn split(
+        self,
+        to_pod: impl FnOnce(O) -> super::Result<Pod>,
+    ) -> Result<(Facts, Option<super::Result<Pod>>), super::BadReview> {
+        let req = self.request.ok_or(super::BadReview::NoRequest)?;
+        let facts = Facts {
+            api_version: self.api_version,
+            uid: req.uid,
+            kind: req.kind,
+            sub_resource: req.sub_resource,
+            name: req.name,
+            namespace: req.namespace,
+            operation: req.operation,
+            username: req.user_info.username,
+            dry_run: req.dry_run,
+        };
+        Ok((facts, req.object.map(to_pod)))
+    }
+}
+
+/// What the core needs to know about a request, however its object was read.
+pub(super) struct Facts {
+    pub api_version: String,
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    pub sub_resource: Option<String>,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub operation: Operation,
     pub username: Option<String>,
+    pub dry_run: bool,
 }
 
 #[derive(Deserialize)]
