@@ -24,6 +24,61 @@ pub const STATUS: &str = "vault-injector.io/status";
 /// The value of [`STATUS`] after injection.
 pub const STATUS_INJECTED: &str = "injected";
 
+/// Largest value of one annotation in either dialect, except templates. Far
+/// above any legitimate path, list or entrypoint; it bounds what every
+/// parser of annotation text sees.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+/// Largest template annotation (`template-NAME`, `agent-inject-template-*`).
+pub const MAX_TEMPLATE_BYTES: usize = crate::compat::gotmpl::MAX_TEMPLATE_BYTES;
+/// Largest total of the keys and values of a pod's injection annotations:
+/// Kubernetes refuses more than this for all of a pod's annotations, so no
+/// pod it would run is denied by it.
+pub const MAX_TOTAL_BYTES: usize = 256 * 1024;
+
+/// Size limits on the annotations under `prefix`, checked before any of
+/// them is parsed. Each problem names the annotation and the limit.
+pub fn check_sizes(
+    annotations: &BTreeMap<String, String>,
+    prefix: &str,
+    is_template: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    let mut total = 0usize;
+    for (key, value) in annotations.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)) {
+        let Some(suffix) = key.strip_prefix(prefix) else {
+            break;
+        };
+        total += key.len() + value.len();
+        let (limit, what) = if is_template(suffix) {
+            (MAX_TEMPLATE_BYTES, "template")
+        } else {
+            (MAX_VALUE_BYTES, "value")
+        };
+        if value.len() > limit {
+            problems.push(Problem::new(
+                key,
+                format!(
+                    "{what} is {} bytes, above the limit of {limit} bytes",
+                    value.len()
+                ),
+            ));
+        }
+    }
+    if total > MAX_TOTAL_BYTES {
+        problems.push(Problem::new(
+            format!("{prefix}*"),
+            format!(
+                "the {prefix}* annotations total {total} bytes, above the limit of {MAX_TOTAL_BYTES} bytes"
+            ),
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error { problems })
+    }
+}
+
 /// One thing wrong with one annotation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("annotation {annotation}: {message}")]
@@ -173,6 +228,7 @@ struct Companions<'a> {
 
 /// Parses every `vault-injector.io/*` annotation; others are ignored.
 pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<InjectionRequest> {
+    check_sizes(annotations, PREFIX, |s| s.starts_with("template-"))?;
     let mut req = InjectionRequest::default();
     let mut problems = Vec::new();
     let mut secrets: BTreeMap<&str, Companions<'_>> = BTreeMap::new();
@@ -787,19 +843,42 @@ fn parse_entrypoint(value: &str) -> Result<Vec<String>, String> {
 }
 
 /// Checks template syntax now rather than at the first render in the pod.
-fn check_template(source: &str) -> Result<(), String> {
+pub(crate) fn check_template(source: &str) -> Result<(), String> {
+    check_template_within(source, MAX_TEMPLATE_BYTES, "template")
+}
+
+/// [`check_template`] for a source of at most `limit` bytes; `what` names
+/// it in the message (a translated template may be longer than its input).
+pub(crate) fn check_template_within(source: &str, limit: usize, what: &str) -> Result<(), String> {
     if source.trim().is_empty() {
-        return Err("the template must not be empty".into());
+        return Err(format!("the {what} must not be empty"));
+    }
+    if source.len() > limit {
+        return Err(format!(
+            "{what} is {} bytes, above the limit of {limit} bytes",
+            source.len()
+        ));
     }
     if TEMPLATES_OK.with(|ok| ok.borrow().contains(source)) {
         return Ok(());
     }
+    check_tag_sizes(source)?;
     // Building an environment registers every builtin filter; one shared
     // instance keeps this check cheap on the admission path.
     static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
     ENV.get_or_init(minijinja::Environment::new)
         .template_from_str(source)
-        .map_err(|e| format!("the template does not parse: {e}"))?;
+        .map_err(|e| {
+            // minijinja's parser stops at a fixed depth (tested below to fit
+            // a tokio worker's stack); say which limit it is.
+            if e.to_string().contains("recursion limit") {
+                format!(
+                    "template nesting exceeds {TEMPLATE_NESTING} levels (expressions and blocks)"
+                )
+            } else {
+                format!("the template does not parse: {e}")
+            }
+        })?;
     if source.len() <= TEMPLATE_CACHE_MAX_LEN {
         TEMPLATES_OK.with(|ok| {
             let mut ok = ok.borrow_mut();
@@ -812,11 +891,51 @@ fn check_template(source: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Most tokens in one `{{ ... }}` or `{% ... %}` tag of a minijinja template.
+/// minijinja's parser guards nesting across tags (150 levels) but recurses
+/// unguarded on `not`/`-` chains and `a if b else ...`, and its compiler
+/// recurses on long operator chains: bounding each tag bounds all of these.
+pub const MAX_TAG_TOKENS: usize = 512;
+
+/// Counts tokens per tag with minijinja's own lexer, so the count is exactly
+/// what its parser would see.
+fn check_tag_sizes(source: &str) -> Result<(), String> {
+    use minijinja::machinery::{tokenize, Token, WhitespaceConfig};
+    let mut in_tag = 0usize;
+    for tok in tokenize(
+        source,
+        false,
+        Default::default(),
+        WhitespaceConfig::default(),
+    ) {
+        // A lexer error ends the stream here; the parser reports it.
+        let Ok((tok, _)) = tok else {
+            return Ok(());
+        };
+        match tok {
+            Token::VariableStart | Token::BlockStart => in_tag = 0,
+            Token::VariableEnd | Token::BlockEnd | Token::TemplateData(_) => {}
+            _ => {
+                in_tag += 1;
+                if in_tag > MAX_TAG_TOKENS {
+                    return Err(format!(
+                        "a template tag has more than {MAX_TAG_TOKENS} tokens"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Templates that parsed, per thread: the pods of one Deployment repeat the
 /// same templates, and compiling one to check it costs more than the rest
 /// of the pod's annotations together. Bounded: at most this many sources of
 /// at most this many bytes each (4 MiB per thread at worst).
 const TEMPLATE_CACHE_ENTRIES: usize = 256;
+/// minijinja's own parser limit (`MAX_RECURSION` in its parser), a constant
+/// of the crate.
+pub const TEMPLATE_NESTING: usize = 150;
 const TEMPLATE_CACHE_MAX_LEN: usize = 16 * 1024;
 
 thread_local! {
@@ -848,6 +967,105 @@ mod tests {
         }
         let size = TEMPLATES_OK.with(|ok| ok.borrow().len());
         assert!(size <= TEMPLATE_CACHE_ENTRIES, "{size}");
+    }
+
+    /// Templates a pod author could write to exhaust minijinja's parser or
+    /// compiler: deep nesting and long operator chains (which build deep
+    /// trees without recursing in the parser).
+    fn nest(n: usize, inner: &str) -> String {
+        format!(
+            "{}{inner}{}",
+            "{% if x %}".repeat(n),
+            "{% endif %}".repeat(n)
+        )
+    }
+
+    fn hostile_templates() -> Vec<(&'static str, String)> {
+        // `pre` + `open`*n + `mid` + `close`*n + `post`, as long as the
+        // template limit allows.
+        let fit = |pre: &str, open: &str, mid: &str, close: &str, post: &str| {
+            let n = (MAX_TEMPLATE_BYTES - pre.len() - mid.len() - post.len())
+                / (open.len() + close.len());
+            format!("{pre}{}{mid}{}{post}", open.repeat(n), close.repeat(n))
+        };
+        vec![
+            ("parens", fit("{{ ", "(", "x", ")", " }}")),
+            ("lists", fit("{{ ", "[", "1", "]", " }}")),
+            ("maps", fit("{{ ", "{'a': ", "1", "}", " }}")),
+            ("not", fit("{{ ", "not ", "x", "", " }}")),
+            ("minus", fit("{{ ", "-", "1", "", " }}")),
+            ("ifs", fit("", "{% if x %}", "x", "{% endif %}", "")),
+            ("fors", fit("", "{% for a in x %}", "x", "{% endfor %}", "")),
+            (
+                "withs",
+                fit("", "{% with a = 1 %}", "x", "{% endwith %}", ""),
+            ),
+            (
+                "filters",
+                fit("", "{% filter upper %}", "x", "{% endfilter %}", ""),
+            ),
+            ("ifexpr", fit("{{ ", "1 if x else ", "1", "", " }}")),
+            ("plus", fit("{{ 1", "", "", " + 1", " }}")),
+            ("and", fit("{{ x", "", "", " and x", " }}")),
+            ("concat", fit("{{ x", "", "", " ~ x", " }}")),
+            ("compare", fit("{{ x", "", "", " == x", " }}")),
+            ("pipe", fit("{{ x", "", "", "|upper", " }}")),
+            ("attrs", fit("{{ x", "", "", ".a", " }}")),
+            ("items", fit("{{ x", "", "", "[0]", " }}")),
+            ("calls", fit("{{ x", "", "", "()", " }}")),
+            // The worst that passes the checks: blocks just under the
+            // parser's guard around a tag just under MAX_TAG_TOKENS.
+            (
+                "blocks+not",
+                nest(140, &format!("{{{{ {}x }}}}", "not ".repeat(510))),
+            ),
+            (
+                "blocks+plus",
+                nest(140, &format!("{{{{ x{} }}}}", " + x".repeat(255))),
+            ),
+            (
+                "blocks+ifexpr",
+                nest(140, &format!("{{{{ {}1 }}}}", "1 if x else ".repeat(127))),
+            ),
+            (
+                "blocks+minus",
+                nest(140, &format!("{{{{ {}1 }}}}", "-".repeat(511))),
+            ),
+            (
+                "blocks+parens",
+                nest(
+                    70,
+                    &format!("{{{{ {}x{} }}}}", "(".repeat(70), ")".repeat(70)),
+                ),
+            ),
+        ]
+    }
+
+    #[test]
+    fn hostile_templates_fit_a_tokio_worker_stack() {
+        // tokio's worker threads have 2 MiB of stack; the admission check
+        // must fail cleanly (or pass) within it, never overflow.
+        let handle = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                for (name, src) in hostile_templates() {
+                    assert!(src.len() <= MAX_TEMPLATE_BYTES, "{name}");
+                    match check_template(&src) {
+                        Err(e) => assert!(
+                            e.contains("exceeds 150 levels") || e.contains("more than 512 tokens"),
+                            "{name}: {e}"
+                        ),
+                        Ok(()) => {
+                            let mut env = minijinja::Environment::new();
+                            crate::compat::gotmpl::register_filters(&mut env);
+                            let r = env.render_str(&src, minijinja::context! { x => true });
+                            eprintln!("{name}: passes the check, renders {:?}", r.map(|s| s.len()));
+                        }
+                    }
+                }
+            })
+            .unwrap();
+        handle.join().expect("no stack overflow");
     }
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -2,6 +2,10 @@
 //! The literal reference stays in the pod spec; `vault-injector exec`
 //! resolves it in the container's process just before `execve`.
 
+/// Longest reference accepted, in bytes: far above any Vault path, and a
+/// bound on what a pod author's env value costs to check.
+pub const MAX_REF_BYTES: usize = 4096;
+
 /// Prefix that marks an env value as a Vault reference.
 pub const PREFIX: &str = "vault:";
 
@@ -20,6 +24,13 @@ pub fn is_ref(value: &str) -> bool {
 /// Parses `vault:PATH#KEY[#VERSION]`. The error names the part that is wrong
 /// and quotes the reference (references are paths, not secret values).
 pub fn parse(value: &str) -> Result<EnvRef, String> {
+    if value.len() > MAX_REF_BYTES {
+        // Not quoted: the message must stay small whatever the input.
+        return Err(format!(
+            "reference is {} bytes, above the limit of {MAX_REF_BYTES} bytes",
+            value.len()
+        ));
+    }
     let body = value
         .strip_prefix(PREFIX)
         .ok_or_else(|| format!("{value:?} does not start with {PREFIX:?}"))?;
@@ -107,6 +118,30 @@ mod tests {
         ] {
             let err = parse(v).unwrap_err();
             assert!(err.contains(want), "{v}: {err}");
+        }
+    }
+
+    #[test]
+    fn long_references_are_refused_without_echoing_them() {
+        let v = format!("vault:{}#k", "a/".repeat(MAX_REF_BYTES));
+        let err = parse(&v).unwrap_err();
+        assert!(err.contains("above the limit of 4096 bytes"), "{err}");
+        assert!(err.len() < 200, "{err}");
+        let ok = format!("vault:{}#k", "a".repeat(MAX_REF_BYTES - 8));
+        assert!(parse(&ok).is_ok());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn parse_never_panics_and_errors_stay_small(s in "vault:[a-z/#.0-9]{0,64}|.{0,300}") {
+            match parse(&s) {
+                Ok(r) => {
+                    proptest::prop_assert!(!r.path.is_empty() && !r.key.is_empty());
+                    proptest::prop_assert!(s.contains(&r.path) && s.contains(&r.key));
+                }
+                Err(m) => proptest::prop_assert!(m.len() <= s.len() * 6 + 200),
+            }
         }
     }
 }

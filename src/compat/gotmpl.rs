@@ -23,7 +23,28 @@ pub enum Error {
     Syntax(String),
     #[error("template uses {0}, which vault-injector does not support")]
     Unsupported(String),
+    /// A limit of [`translate`] was reached; the message names it.
+    #[error("{0}")]
+    Limit(String),
 }
+
+// Limits on what one template may cost to translate. They are constants:
+// legitimate vault-k8s templates are far below them, and the translator runs
+// on the admission path for text any pod author controls.
+
+/// Largest template accepted, in bytes.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+/// Deepest nesting of open blocks (`with`, `range`, `if`) plus parentheses
+/// inside one action. Keeps the translation and minijinja's parser (whose own
+/// limit the translated source must stay under) far from the stack's end.
+pub const MAX_NESTING: usize = 64;
+/// Most actions (`{{ ... }}`) in one template.
+pub const MAX_ACTIONS: usize = 4096;
+/// Most tokens in one action.
+pub const MAX_ACTION_TOKENS: usize = 1024;
+/// Largest translated source, in bytes. The translation is linear in its
+/// input, so this is a guard against a translator defect, not a usual limit.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -38,6 +59,12 @@ pub struct Translated {
 
 /// Translates a consul-template template.
 pub fn translate(src: &str) -> Result<Translated> {
+    if src.len() > MAX_TEMPLATE_BYTES {
+        return Err(Error::Limit(format!(
+            "template is {} bytes, above the limit of {MAX_TEMPLATE_BYTES} bytes",
+            src.len()
+        )));
+    }
     let mut t = Translator::default();
     t.run(src)?;
     if let Some(open) = t.blocks.last() {
@@ -89,6 +116,7 @@ struct Translator {
     dots: Vec<Dot>,
     secret_path: Option<String>,
     counter: usize,
+    actions: usize,
 }
 
 impl Translator {
@@ -104,6 +132,12 @@ impl Translator {
     fn run(&mut self, src: &str) -> Result<()> {
         let mut rest = src;
         while let Some(start) = rest.find("{{") {
+            self.actions += 1;
+            if self.actions > MAX_ACTIONS {
+                return Err(Error::Limit(format!(
+                    "template has more than {MAX_ACTIONS} actions"
+                )));
+            }
             self.text(&rest[..start]);
             let after = &rest[start + 2..];
             let end = find_action_end(after)
@@ -124,23 +158,57 @@ impl Translator {
                 }
             }
             self.action(inner.trim(), trim_left, trim_right)?;
+            self.check_output()?;
             rest = &after[end + 2..];
         }
         self.text(rest);
+        self.check_output()
+    }
+
+    fn check_output(&self) -> Result<()> {
+        if self.out.len() > MAX_OUTPUT_BYTES {
+            return Err(Error::Limit(format!(
+                "translated template exceeds {MAX_OUTPUT_BYTES} bytes"
+            )));
+        }
         Ok(())
     }
 
+    /// Opens a block, refusing nesting beyond [`MAX_NESTING`].
+    fn open(&mut self, block: Block) -> Result<()> {
+        if self.blocks.len() >= MAX_NESTING {
+            return Err(nesting_error());
+        }
+        self.blocks.push(block);
+        Ok(())
+    }
+
+    /// Literal text stays literal whatever it contains: every `{` that could
+    /// start a minijinja tag (`{{`, `{%`, `{#`, or a `{` the next emitted tag
+    /// would complete) is emitted as a string expression. No raw block: its
+    /// end marker could itself appear in the text.
     fn text(&mut self, text: &str) {
-        if text.is_empty() {
-            return;
+        let b = text.as_bytes();
+        let (mut start, mut i) = (0, 0);
+        while i < b.len() {
+            if b[i] != b'{' {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < b.len() && b[j] == b'{' {
+                j += 1;
+            }
+            if j - i >= 2 || j == b.len() || matches!(b[j], b'%' | b'#') {
+                self.out.push_str(&text[start..i]);
+                self.out.push_str("{{ \"");
+                self.out.push_str(&text[i..j]);
+                self.out.push_str("\" }}");
+                start = j;
+            }
+            i = j;
         }
-        if text.contains("{{") || text.contains("{%") || text.contains("{#") {
-            self.out.push_str("{% raw %}");
-            self.out.push_str(text);
-            self.out.push_str("{% endraw %}");
-        } else {
-            self.out.push_str(text);
-        }
+        self.out.push_str(&text[start..]);
     }
 
     fn stmt(&mut self, body: &str, tl: bool, tr: bool) {
@@ -170,7 +238,10 @@ impl Translator {
             self.trim_only(tl, tr);
             return Ok(());
         }
-        let tokens = lex(inner)?;
+        let tokens = lex(inner, self.blocks.len())?;
+        if paren_depth(&tokens)? + self.blocks.len() > MAX_NESTING {
+            return Err(nesting_error());
+        }
         let Some(first) = tokens.first() else {
             return Err(Error::Syntax("empty action {{ }}".into()));
         };
@@ -231,7 +302,7 @@ impl Translator {
             }
             Tok::Ident(kw) if kw == "if" => {
                 let e = self.pipeline(&tokens[1..])?;
-                self.blocks.push(Block::If);
+                self.open(Block::If)?;
                 self.stmt(&format!("if {e}"), tl, tr);
                 Ok(())
             }
@@ -243,7 +314,7 @@ impl Translator {
                 let var = self.fresh("w");
                 self.stmt(&format!("set {var} = {e}"), tl, false);
                 self.stmt(&format!("if {var}"), false, tr);
-                self.blocks.push(Block::With);
+                self.open(Block::With)?;
                 self.dots.push(Dot::Expr(var));
                 Ok(())
             }
@@ -295,7 +366,7 @@ impl Translator {
             }
             _ => self.secret_path = Some(path),
         }
-        self.blocks.push(Block::WithSecret);
+        self.open(Block::WithSecret)?;
         self.dots.push(Dot::Secret);
         self.trim_only(tl, tr);
         Ok(())
@@ -316,14 +387,14 @@ impl Translator {
             _ => {
                 let it = self.fresh("it");
                 let h = format!("for {it} in ({e})|go_values");
+                self.open(Block::Range)?;
                 self.dots.push(Dot::Expr(it));
-                self.blocks.push(Block::Range);
                 self.stmt(&h, tl, tr);
                 return Ok(());
             }
         };
+        self.open(Block::Range)?;
         self.dots.push(Dot::Expr(v.clone().unwrap_or_default()));
-        self.blocks.push(Block::Range);
         self.stmt(&head, tl, tr);
         Ok(())
     }
@@ -334,7 +405,7 @@ impl Translator {
             return Err(Error::Syntax("missing value in action".into()));
         }
         let mut acc: Option<String> = None;
-        for cmd in toks.split(|t| *t == Tok::Pipe) {
+        for cmd in split_top_level(toks, &Tok::Pipe) {
             if cmd.is_empty() {
                 return Err(Error::Syntax("empty command in pipeline".into()));
             }
@@ -346,7 +417,7 @@ impl Translator {
     fn command(&mut self, toks: &[Tok], piped: Option<String>) -> Result<String> {
         let operands = split_operands(toks)?;
         let (head, args) = operands.split_first().expect("non-empty command");
-        if let [Tok::Ident(name)] = head.as_slice() {
+        if let [Tok::Ident(name)] = *head {
             if !matches!(name.as_str(), "true" | "false" | "nil") {
                 let mut a = args
                     .iter()
@@ -380,7 +451,10 @@ impl Translator {
                 let base = var_name(base)?;
                 self.fields(Dot::Expr(base), &fields)
             }
-            [Tok::Open, inner @ .., Tok::Close] => Ok(format!("({})", self.pipeline(inner)?)),
+            // Every translated call brackets its operands itself, so a group
+            // needs no brackets of its own; adding them would double the
+            // depth minijinja's parser sees.
+            [Tok::Open, inner @ .., Tok::Close] => self.pipeline(inner),
             _ => Err(Error::Syntax("unexpected tokens in expression".into())),
         }
     }
@@ -563,12 +637,20 @@ fn find_action_end(s: &str) -> Option<usize> {
     None
 }
 
-fn lex(s: &str) -> Result<Vec<Tok>> {
+/// `open_blocks` counts toward [`MAX_NESTING`], so deep parentheses are
+/// refused as such, before the token limit.
+fn lex(s: &str, open_blocks: usize) -> Result<Vec<Tok>> {
     let mut out = Vec::new();
+    let mut depth = open_blocks;
     let chars: Vec<char> = s.chars().collect();
     let mut i = 0;
     let ident_char = |c: char| c.is_alphanumeric() || c == '_';
     while i < chars.len() {
+        if out.len() >= MAX_ACTION_TOKENS {
+            return Err(Error::Limit(format!(
+                "an action has more than {MAX_ACTION_TOKENS} tokens"
+            )));
+        }
         let c = chars[i];
         match c {
             c if c.is_whitespace() => i += 1,
@@ -577,10 +659,15 @@ fn lex(s: &str) -> Result<Vec<Tok>> {
                 i += 1
             }
             '(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(nesting_error());
+                }
                 out.push(Tok::Open);
                 i += 1
             }
             ')' => {
+                depth = depth.saturating_sub(1);
                 out.push(Tok::Close);
                 i += 1
             }
@@ -678,8 +765,58 @@ fn lex(s: &str) -> Result<Vec<Tok>> {
     Ok(out)
 }
 
+fn nesting_error() -> Error {
+    Error::Limit(format!(
+        "template nesting exceeds {MAX_NESTING} levels (open blocks plus parentheses)"
+    ))
+}
+
+/// The deepest parenthesis nesting of an action, checking balance, so the
+/// recursive translation below never goes deeper than [`MAX_NESTING`].
+fn paren_depth(toks: &[Tok]) -> Result<usize> {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for t in toks {
+        match t {
+            Tok::Open => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            Tok::Close => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| Error::Syntax("unexpected `)`".into()))?;
+            }
+            _ => {}
+        }
+    }
+    if depth > 0 {
+        return Err(Error::Syntax("unclosed `(`".into()));
+    }
+    Ok(max)
+}
+
+/// Splits at `sep` outside parentheses (a `|` inside a group belongs to it).
+fn split_top_level<'a>(toks: &'a [Tok], sep: &Tok) -> Vec<&'a [Tok]> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0);
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Open => depth += 1,
+            Tok::Close => depth = depth.saturating_sub(1),
+            t if depth == 0 && t == sep => {
+                out.push(&toks[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&toks[start..]);
+    out
+}
+
 /// Splits a command into operands; a parenthesised group is one operand.
-fn split_operands(toks: &[Tok]) -> Result<Vec<Vec<Tok>>> {
+/// Slices of the action's tokens: nothing is copied per nesting level.
+fn split_operands(toks: &[Tok]) -> Result<Vec<&[Tok]>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < toks.len() {
@@ -700,12 +837,12 @@ fn split_operands(toks: &[Tok]) -> Result<Vec<Vec<Tok>>> {
                 }
                 j += 1;
             }
-            out.push(toks[i..=j].to_vec());
+            out.push(&toks[i..=j]);
             i = j + 1;
         } else if toks[i] == Tok::Close {
             return Err(Error::Syntax("unexpected `)`".into()));
         } else {
-            out.push(vec![toks[i].clone()]);
+            out.push(&toks[i..=i]);
             i += 1;
         }
     }
@@ -733,8 +870,17 @@ pub fn register(env: &mut Environment<'_>) {
     register_filters(env);
 }
 
-/// Filters shared by every template (native and translated).
+/// Most minijinja instructions one render may execute. Rendering a
+/// template over one secret takes thousands; this leaves room for large
+/// loops over big secrets and stops a loop bomb within a second.
+pub const RENDER_FUEL: u64 = 10_000_000;
+
+/// Filters shared by every template (native and translated), and the render
+/// work limit ([`RENDER_FUEL`]).
 pub fn register_filters(env: &mut Environment<'_>) {
+    // A template is pod-author text: `{% for i in range(100000) %}` nested
+    // twice must fail the secret, not spin the agent forever.
+    env.set_fuel(Some(RENDER_FUEL));
     // Debug info makes errors list the template's variables, i.e. secret
     // values; it must never be on.
     env.set_debug(false);
@@ -971,6 +1117,223 @@ postgresql://{{ .Data.username }}:{{ .Data.password }}@postgres:5432/wizard
             "{{ }}",
         ] {
             assert!(translate(tpl).is_err(), "{tpl:?} must be rejected");
+        }
+    }
+
+    /// Renders `text` + the value of `.Data.x` + `text`.
+    fn sandwich(text: &str) -> String {
+        let tpl =
+            format!("{text}{{{{ with secret \"kv/a\" }}}}{{{{ .Data.x }}}}{{{{ end }}}}{text}");
+        render(&tpl, json!({"x": "V"}))
+    }
+
+    #[test]
+    fn hostile_literal_text_renders_byte_for_byte() {
+        for text in [
+            "{% endraw %}{{ data }}",
+            "{%- endraw -%}{{ secret }}{% raw %}",
+            "{% raw %}",
+            "{%raw%}x{%endraw%}{% if true %}y{% endif %}",
+            "{# c #}{#",
+            "{x",
+            "a{ ",
+            "{ { { x",
+            "{%{%{#{ ",
+            "} }} %} #} -}}",
+            "\"quotes\" 'single' \\ backslash \\\" \\u0041 \\n",
+            "unicode é ü 中文 🦀 {% endraw %}",
+            "\u{0}\u{1}\t\r\n",
+        ] {
+            // `{{` opens a Go action, so Go literal text never holds it;
+            // everything else must come out unchanged.
+            let text = text.replace("{{", "{ {");
+            assert_eq!(sandwich(&text), format!("{text}V{text}"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn endraw_in_text_cannot_smuggle_a_construct() {
+        // Before the fix this rendered the secret through `data`, a
+        // construct the translator never emits.
+        let text = "{% endraw %}{% for k in secret %}K{% endfor %}{% raw %}";
+        let tpl = format!("{text}{{{{ with secret \"kv/a\" }}}}{{{{ end }}}}");
+        let t = translate(&tpl).unwrap();
+        assert!(!t.source.contains("{% for"), "{}", t.source);
+        assert_eq!(render(&tpl, json!({"x": "V"})), text);
+    }
+
+    #[test]
+    fn pipes_inside_groups_belong_to_the_group() {
+        let tpl = r#"{{ with secret "a" }}{{ (.Data.x | toUpper) | toLower }}{{ end }}"#;
+        assert_eq!(render(tpl, json!({"x": "MiXed"})), "mixed");
+    }
+
+    fn nested_parens(n: usize) -> String {
+        format!(
+            "{{{{ with secret \"kv/a\" }}}}{{{{ {}.Data.data.x{} }}}}{{{{ end }}}}",
+            "(".repeat(n),
+            ")".repeat(n)
+        )
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_naming_the_limit() {
+        // ~9.7 KB of parentheses used to overflow the stack.
+        for n in [MAX_NESTING, 4850, 100_000] {
+            let err = translate(&nested_parens(n)).unwrap_err().to_string();
+            assert!(
+                err.contains("nesting exceeds 64 levels") || err.contains("bytes, above the limit"),
+                "{n}: {err}"
+            );
+        }
+        let blocks = format!(
+            "{{{{ with secret \"kv/a\" }}}}{}{}{{{{ end }}}}",
+            "{{ if .Data.x }}".repeat(MAX_NESTING),
+            "{{ end }}".repeat(MAX_NESTING)
+        );
+        let err = translate(&blocks).unwrap_err().to_string();
+        assert!(err.contains("nesting exceeds 64 levels"), "{err}");
+    }
+
+    #[test]
+    fn nesting_at_the_limit_translates_and_compiles() {
+        let deep_calls = format!(
+            "{{{{ with secret \"kv/a\" }}}}{{{{ {}.Data.x{} }}}}{{{{ end }}}}",
+            "(toLower ".repeat(MAX_NESTING - 1),
+            ")".repeat(MAX_NESTING - 1)
+        );
+        let half = MAX_NESTING / 2;
+        let mixed = format!(
+            "{{{{ with secret \"kv/a\" }}}}{}{{{{ {}.Data.x{} }}}}{}{{{{ end }}}}",
+            "{{ if .Data.x }}".repeat(half - 1),
+            "(eq \"a\" ".repeat(half),
+            ")".repeat(half),
+            "{{ end }}".repeat(half - 1)
+        );
+        for tpl in [nested_parens(MAX_NESTING - 1), deep_calls, mixed] {
+            let t = translate(&tpl).unwrap();
+            crate::annotations::check_template(&t.source)
+                .unwrap_or_else(|e| panic!("{e}: {}", t.source));
+            render(&tpl, json!({"x": "v", "data": {"x": "v"}}));
+        }
+    }
+
+    #[test]
+    fn size_action_and_token_limits_are_named() {
+        let big = "x".repeat(MAX_TEMPLATE_BYTES + 1);
+        let err = translate(&big).unwrap_err().to_string();
+        assert!(err.contains("above the limit of 65536 bytes"), "{err}");
+        let many = "{{ \"a\" }}".repeat(MAX_ACTIONS + 1);
+        let err = translate(&many).unwrap_err().to_string();
+        assert!(err.contains("more than 4096 actions"), "{err}");
+        let tokens = format!("{{{{ and{} }}}}", " true".repeat(MAX_ACTION_TOKENS));
+        let err = translate(&tokens).unwrap_err().to_string();
+        assert!(err.contains("more than 1024 tokens"), "{err}");
+    }
+
+    #[test]
+    fn output_stays_linear_in_the_input() {
+        // The most expanding inputs: escaped braces and escaped strings.
+        for unit in [
+            "{%",
+            "{{ \"\\u0001\" }}",
+            "{{ with secret \"a\" }}{{ .Data.a.b.c.d }}{{ end }}",
+        ] {
+            let src = unit.repeat(MAX_TEMPLATE_BYTES / unit.len());
+            if let Ok(t) = translate(&src) {
+                assert!(
+                    t.source.len() <= 8 * src.len(),
+                    "{unit}: {}",
+                    t.source.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn render_work_is_bounded_by_fuel() {
+        let mut env = Environment::new();
+        register_filters(&mut env);
+        env.add_template(
+            "t",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        let err = env.get_template("t").unwrap().render(()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutOfFuel, "{err}");
+    }
+
+    /// Literal text without `{{` (Go's only delimiter) and not ending in `{`.
+    fn literal() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            prop_oneof![
+                Just("{%".to_string()),
+                Just("{#".to_string()),
+                Just("%}".to_string()),
+                Just("}}".to_string()),
+                Just("{% endraw %}".to_string()),
+                Just("{%- endraw -%}".to_string()),
+                Just("{% raw %}".to_string()),
+                Just("-".to_string()),
+                "[ -~]",
+                "\\PC",
+                Just("\\".to_string()),
+                Just("\"".to_string()),
+                Just("\n".to_string()),
+            ],
+            0..24,
+        )
+        .prop_map(|v| v.concat().replace("{{", "{ {"))
+        .prop_filter("no trailing {", |s| !s.ends_with('{'))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn literal_text_round_trips(a in literal(), b in literal()) {
+            let tpl = format!("{a}{{{{ with secret \"kv/a\" }}}}{b}{{{{ .Data.x }}}}{a}{{{{ end }}}}{b}");
+            proptest::prop_assert_eq!(render(&tpl, json!({"x": "V"})), format!("{a}{b}V{a}{b}"));
+        }
+
+        #[test]
+        fn translation_never_panics_and_stays_bounded(
+            src in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("{{".to_string()),
+                    proptest::strategy::Just("}}".to_string()),
+                    proptest::strategy::Just("(".to_string()),
+                    proptest::strategy::Just(")".to_string()),
+                    proptest::strategy::Just("|".to_string()),
+                    proptest::strategy::Just(" with secret \"a\" ".to_string()),
+                    proptest::strategy::Just(" end ".to_string()),
+                    proptest::strategy::Just(" if ".to_string()),
+                    proptest::strategy::Just(" range $k, $v := ".to_string()),
+                    proptest::strategy::Just(" else ".to_string()),
+                    proptest::strategy::Just(".Data.x".to_string()),
+                    proptest::strategy::Just("$v".to_string()),
+                    proptest::strategy::Just(" toJSON ".to_string()),
+                    proptest::strategy::Just(" eq ".to_string()),
+                    proptest::strategy::Just("\"s\"".to_string()),
+                    proptest::strategy::Just("-".to_string()),
+                    "\\PC{0,3}",
+                ],
+                0..64,
+            )
+        ) {
+            let src = src.concat();
+            if let Ok(t) = translate(&src) {
+                proptest::prop_assert!(t.source.len() <= 8 * src.len() + 64);
+                let mut env = Environment::new();
+                register(&mut env);
+                // What translates must compile: the pod would otherwise fail
+                // only at render time.
+                proptest::prop_assert!(
+                    env.add_template("t", &t.source).is_ok(),
+                    "{:?} -> {:?}", src, t.source
+                );
+            }
         }
     }
 

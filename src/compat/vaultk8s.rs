@@ -107,6 +107,7 @@ pub fn from_annotations(
     let Some(inject_raw) = ann.get(INJECT) else {
         return Ok(None);
     };
+    crate::annotations::check_sizes(ann, PREFIX, |s| s.starts_with("agent-inject-template-"))?;
     let mut problems: Vec<Problem> = Vec::new();
     let mut req = InjectionRequest::default();
     let mut extras = VaultK8sExtras::default();
@@ -370,7 +371,19 @@ pub fn from_annotations(
                         ));
                     }
                 }
-                Some(t.source)
+                // The translation must also be within minijinja's limits, or
+                // the pod would only fail once the agent renders it.
+                match crate::annotations::check_template_within(
+                    &t.source,
+                    gotmpl::MAX_OUTPUT_BYTES,
+                    "translated template",
+                ) {
+                    Ok(()) => Some(t.source),
+                    Err(m) => {
+                        problems.push(Problem::new(template_key.clone(), m));
+                        None
+                    }
+                }
             }
             Err(e) => {
                 problems.push(Problem::new(template_key, e.to_string()));

@@ -108,6 +108,18 @@ mod tests {
     }
 
     #[test]
+    fn many_stars_stay_polynomial() {
+        // Naive backtracking takes exponential time here; the single-star
+        // matcher is O(pattern x text), so this returns at once.
+        let pattern = format!("{}b", "*a".repeat(40));
+        let text = "a".repeat(16 * 1024);
+        assert!(!matches(&pattern, &text));
+        assert!(matches(&pattern, &format!("{text}b")));
+        let unicode = "é".repeat(4096);
+        assert!(!matches(&format!("{}ü", "*é".repeat(40)), &unicode));
+    }
+
+    #[test]
     fn service_accounts() {
         assert!(service_account_matches("web", "team-a", "web"));
         assert!(service_account_matches("team-a/web", "team-a", "web"));
