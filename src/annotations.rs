@@ -35,6 +35,10 @@ pub const MAX_TEMPLATE_BYTES: usize = crate::compat::gotmpl::MAX_TEMPLATE_BYTES;
 /// pod it would run is denied by it.
 pub const MAX_TOTAL_BYTES: usize = 256 * 1024;
 
+/// Largest total of a pod's template annotations: each is compiled at
+/// admission, so this bounds the compile work of one admission.
+pub const MAX_TEMPLATES_TOTAL_BYTES: usize = 64 * 1024;
+
 /// Size limits on the annotations under `prefix`, checked before any of
 /// them is parsed. Each problem names the annotation and the limit.
 pub fn check_sizes(
@@ -43,13 +47,14 @@ pub fn check_sizes(
     is_template: impl Fn(&str) -> bool,
 ) -> Result<()> {
     let mut problems = Vec::new();
-    let mut total = 0usize;
+    let (mut total, mut templates) = (0usize, 0usize);
     for (key, value) in annotations.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)) {
         let Some(suffix) = key.strip_prefix(prefix) else {
             break;
         };
         total += key.len() + value.len();
         let (limit, what) = if is_template(suffix) {
+            templates += value.len();
             (MAX_TEMPLATE_BYTES, "template")
         } else {
             (MAX_VALUE_BYTES, "value")
@@ -63,6 +68,14 @@ pub fn check_sizes(
                 ),
             ));
         }
+    }
+    if templates > MAX_TEMPLATES_TOTAL_BYTES {
+        problems.push(Problem::new(
+            format!("{prefix}*"),
+            format!(
+                "the pod's templates total {templates} bytes, above the limit of {MAX_TEMPLATES_TOTAL_BYTES} bytes"
+            ),
+        ));
     }
     if total > MAX_TOTAL_BYTES {
         problems.push(Problem::new(

@@ -226,6 +226,19 @@ fn oversized_values_and_totals_are_refused_naming_the_limit() {
         "{text}"
     );
 
+    let mut three = ours(&"t".repeat(30_000));
+    for i in 0..2 {
+        three[format!("vault-injector.io/template-t{i}")] = "t".repeat(30_000).into();
+        three[format!("vault-injector.io/secret-t{i}")] = "secret/data/t".into();
+    }
+    let out = run("lint", &["-"], &pod_yaml(&three));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("templates total 90000 bytes, above the limit of 65536 bytes"),
+        "{text}"
+    );
+
     let mut many = ours("{{ data.x }}");
     for i in 0..40 {
         many[format!("vault-injector.io/template-t{i}")] = "y".repeat(8000).into();
