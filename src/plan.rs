@@ -418,6 +418,12 @@ fn env_references(
             let Some(v) = e.value.as_deref().filter(|v| bankvaults::is_ref(v)) else {
                 continue;
             };
+            if out.len() + problems.len() >= bankvaults::MAX_REFS_PER_POD {
+                return Err(Error::Pod(format!(
+                    "the pod has more than {} vault: env values",
+                    bankvaults::MAX_REFS_PER_POD
+                )));
+            }
             match bankvaults::parse(v) {
                 Ok(r) => out.push((c.name.clone(), init, e.name.clone(), r)),
                 Err(m) => problems.push(format!("container {:?} env {}: {m}", c.name, e.name)),

@@ -252,3 +252,21 @@ fn oversized_values_and_totals_are_refused_naming_the_limit() {
         "{text}"
     );
 }
+
+#[test]
+fn too_many_vault_references_are_refused() {
+    let env: Vec<Value> = (0..257)
+        .map(|i| json!({"name": format!("V{i}"), "value": "vault:secret/data/app#k"}))
+        .collect();
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "refs", "annotations": {"vault-injector.io/inject": "true",
+            "vault-injector.io/role": "app"}},
+        "spec": {"containers": [{"name": "app", "image": "app:1", "command": ["/app"], "env": env}]},
+    });
+    let out = run("mutate", &["-f", "-"], &pod.to_string());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("more than 256 vault: env values"), "{err}");
+}

@@ -6,6 +6,13 @@
 /// bound on what a pod author's env value costs to check.
 pub const MAX_REF_BYTES: usize = 4096;
 
+/// Most `/`-separated segments in a reference's path: every segment is
+/// checked against the cluster policy's globs, so this bounds that work.
+pub const MAX_REF_SEGMENTS: usize = 64;
+
+/// Most `vault:` references in one pod (all containers together).
+pub const MAX_REFS_PER_POD: usize = 256;
+
 /// Prefix that marks an env value as a Vault reference.
 pub const PREFIX: &str = "vault:";
 
@@ -46,6 +53,11 @@ pub fn parse(value: &str) -> Result<EnvRef, String> {
     if path.is_empty() {
         return Err(format!(
             "{value:?}: missing Vault path (expected vault:PATH#KEY)"
+        ));
+    }
+    if path.split('/').nth(MAX_REF_SEGMENTS).is_some() {
+        return Err(format!(
+            "Vault path has more than {MAX_REF_SEGMENTS} segments"
         ));
     }
     if path
@@ -129,6 +141,10 @@ mod tests {
         assert!(err.len() < 200, "{err}");
         let ok = format!("vault:{}#k", "a".repeat(MAX_REF_BYTES - 8));
         assert!(parse(&ok).is_ok());
+        let deep = format!("vault:{}x#k", "a/".repeat(MAX_REF_SEGMENTS));
+        let err = parse(&deep).unwrap_err();
+        assert!(err.contains("more than 64 segments"), "{err}");
+        assert!(parse(&format!("vault:{}x#k", "a/".repeat(MAX_REF_SEGMENTS - 1))).is_ok());
     }
 
     proptest::proptest! {
