@@ -33,15 +33,16 @@ fn ready(sc: &mut Sidecar, dirs: &AgentDirs) {
 /// is reset to its default before exec: a test run under `nohup` or a CI
 /// runner that ignores SIGHUP would otherwise hand the app an ignored SIGHUP
 /// (ignored signals survive exec, and a shell cannot trap those).
-fn reload_target(dir: &std::path::Path) -> (String, std::path::PathBuf, std::process::Child) {
+fn reload_target(
+    dir: &std::path::Path,
+) -> Option<(String, std::path::PathBuf, std::process::Child)> {
     use std::os::unix::process::CommandExt;
     let name = format!("vi-rl-{}", support::free_port());
     let exe = dir.join(&name);
-    let dash = support::require_tool("dash").expect("dash");
-    std::fs::copy(dash, &exe).unwrap();
+    std::fs::copy(support::require_tool("dash")?, &exe).unwrap();
     let hups = dir.join("hups");
     let script = format!(
-        "trap 'printf h >> {}' HUP; : > {0}.ready; while :; do sleep 1 & wait $!; done",
+        "trap \"printf h >> '{0}'\" HUP; : > '{0}.ready'; while :; do sleep 1 & wait $!; done",
         hups.display()
     );
     let mut cmd = std::process::Command::new(&exe);
@@ -57,13 +58,24 @@ fn reload_target(dir: &std::path::Path) -> (String, std::path::PathBuf, std::pro
             .map_err(std::io::Error::from)
         });
     }
-    let child = cmd.spawn().unwrap();
+    // A thread of this test binary that forks while the copy is open for
+    // writing holds it open until its exec: ETXTBSY for a moment.
+    let mut tries = 0;
+    let child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let ready = dir.join("hups.ready");
     assert!(
         wait_for(Duration::from_secs(20), || ready.exists()),
         "reload target never started"
     );
-    (name, hups, child)
+    Some((name, hups, child))
 }
 
 fn hups(path: &std::path::Path) -> usize {
@@ -76,7 +88,9 @@ fn kv_update_is_rerendered_and_the_reload_signal_reaches_the_app() {
     bao.configure();
     bao.kv_put("secret", "web", &json!({"api_key": "first-key-1111"}));
     let dirs = AgentDirs::new(&bao);
-    let (name, hup_file, mut app) = reload_target(dirs.dir.path());
+    let Some((name, hup_file, mut app)) = reload_target(dirs.dir.path()) else {
+        return;
+    };
     let mut cfg = config(
         &bao,
         json!([{"name": "web", "path": "secret/web", "file": "web.env", "format": "env"}]),
@@ -120,6 +134,12 @@ fn kv_update_is_rerendered_and_the_reload_signal_reaches_the_app() {
         );
     }
     assert!(app.try_wait().unwrap().is_none(), "the app died on SIGHUP");
+    // The app can see the signal before the agent has written its audit line.
+    assert!(
+        wait_for(Duration::from_secs(20), || events(&sc, "reload").len() >= 4),
+        "{}",
+        sc.output()
+    );
     let reloads = events(&sc, "reload");
     assert_eq!(
         reloads.len(),
