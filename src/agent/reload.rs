@@ -13,6 +13,11 @@ pub enum Error {
     Signal(String),
     #[error("no process named {0:?} found (is shareProcessNamespace enabled?)")]
     NoProcess(String),
+    #[error(
+        "every process named {process:?} ignores {signal} (an ignored signal is inherited \
+         across exec, e.g. from nohup): nothing reloaded"
+    )]
+    Ignored { signal: String, process: String },
     #[error("sending {signal} to pid {pid}: {source}")]
     Kill {
         signal: String,
@@ -84,12 +89,33 @@ pub fn targets(process: Option<&str>) -> Vec<i32> {
     pids
 }
 
-/// Sends `signal` to every target; returns how many were signalled.
+/// Does `pid` ignore `sig` (its `SigIgn` mask in `/proc/PID/status`)? A
+/// signal sent to it is delivered and dropped: the agent would report a
+/// reload that did nothing.
+fn ignores(pid: i32, sig: Signal) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (sig as i32 - 1)) != 0)
+}
+
+/// Sends `signal` to every target; returns how many were signalled. Named
+/// targets that all ignore the signal are an error, not a silent no-op.
 pub fn send_signal(signal: &str, process: Option<&str>) -> Result<usize> {
     let sig = parse_signal(signal)?;
     let pids = targets(process);
     if pids.is_empty() {
         return Err(Error::NoProcess(process.unwrap_or("").into()));
+    }
+    if let Some(name) = process.filter(|p| !p.is_empty()) {
+        if pids.iter().all(|&pid| ignores(pid, sig)) {
+            return Err(Error::Ignored {
+                signal: signal.into(),
+                process: name.into(),
+            });
+        }
     }
     for pid in &pids {
         match nix::sys::signal::kill(Pid::from_raw(*pid), sig) {
@@ -143,6 +169,54 @@ mod tests {
         assert!(!all.contains(&(std::process::id() as i32)));
         assert!(!all.contains(&1));
         assert!(targets(Some("no-such-process-name-x")).is_empty());
+    }
+
+    /// A copy of `sleep` under a unique name, with `ignored` set to SIG_IGN.
+    fn named_sleep(dir: &Path, ignored: Option<Signal>) -> (String, std::process::Child) {
+        use std::os::unix::process::CommandExt;
+        let name = format!("vi-ig-{}-{}", std::process::id(), ignored.is_some() as u8);
+        let exe = dir.join(&name);
+        std::fs::copy("/bin/sleep", &exe).unwrap();
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("30");
+        if let Some(sig) = ignored {
+            // SAFETY: sigaction is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn)
+                        .map(|_| ())
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        // Another test thread forking while the copy was open: ETXTBSY.
+        for _ in 0..100 {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                other => return (name, other.unwrap()),
+            }
+        }
+        panic!("{} stayed busy", exe.display());
+    }
+
+    #[test]
+    fn a_signal_every_target_ignores_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (deaf, mut deaf_child) = named_sleep(dir.path(), Some(Signal::SIGUSR2));
+        let err = send_signal("SIGUSR2", Some(&deaf)).unwrap_err();
+        assert!(matches!(err, Error::Ignored { .. }), "{err}");
+        assert!(err.to_string().contains(&deaf), "{err}");
+        assert!(deaf_child.try_wait().unwrap().is_none());
+        let _ = deaf_child.kill();
+        let _ = deaf_child.wait();
+
+        let (live, mut live_child) = named_sleep(dir.path(), None);
+        assert_eq!(send_signal("SIGUSR2", Some(&live)).unwrap(), 1);
+        let status = live_child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(Signal::SIGUSR2 as i32));
     }
 
     #[tokio::test]
