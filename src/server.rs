@@ -358,7 +358,7 @@ impl Webhook {
         self
     }
 
-    pub async fn handle<B>(&self, req: Request<B>) -> HttpResponse
+    pub async fn handle<B>(&self, mut req: Request<B>) -> HttpResponse
     where
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
@@ -407,6 +407,7 @@ impl Webhook {
         }
 
         let _in_flight = inner.metrics.in_flight();
+        let pending = req.extensions_mut().remove::<BodyPending>();
         // The admission slot is taken only once the whole body is in: a
         // client that sends its body slowly (or never) must not hold one.
         let read = read_body(req.into_body(), inner.max_body, &inner.body_budget);
@@ -430,6 +431,7 @@ impl Webhook {
                 )
             }
         };
+        drop(pending);
         let Ok(_permit) = inner.limit.acquire().await else {
             return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
         };
@@ -615,6 +617,8 @@ pub struct ConnLimits {
 struct ConnState {
     /// Requests handed to the webhook and not answered yet.
     busy: AtomicUsize,
+    /// Of those, the ones whose body is not complete yet.
+    reading: AtomicUsize,
     /// At least one request answered (the idle timeout applies, not the
     /// first-request one).
     served: AtomicBool,
@@ -635,6 +639,13 @@ impl ConnState {
         self.busy.load(Ordering::SeqCst) > 0
     }
 
+    /// Busy, but only with requests still waiting for their bodies: cutting
+    /// it loses no admission the server is working on.
+    fn only_reading(&self) -> bool {
+        let busy = self.busy.load(Ordering::SeqCst);
+        busy > 0 && self.reading.load(Ordering::SeqCst) >= busy
+    }
+
     /// When the connection is next looked at: its idle deadline, or for
     /// one already told to close, the end of its grace.
     fn deadline(&self, limits: &ConnLimits, closing: Option<Instant>) -> Instant {
@@ -648,6 +659,21 @@ impl ConnState {
             None if self.served.load(Ordering::SeqCst) => idle + limits.idle_timeout,
             None => idle + limits.request_timeout,
         }
+    }
+}
+
+/// Travels with a request (as an extension) until its body is in, so the
+/// connection counts as reading meanwhile; see [`ConnState::only_reading`].
+#[derive(Clone)]
+pub struct BodyPending {
+    _reading: Arc<PendingInner>,
+}
+
+struct PendingInner(Arc<ConnState>);
+
+impl Drop for PendingInner {
+    fn drop(&mut self) {
+        self.0.reading.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -722,6 +748,16 @@ impl Conns {
                 .filter(|(_, c)| !c.is_busy())
                 .min_by_key(|(_, c)| c.idle_since())
                 .map(|(id, _)| *id);
+            // With none idle, one still waiting for its body (the oldest):
+            // it would end in a 408 anyway, and slow bodies must not be
+            // able to fill the cap.
+            let victim = victim.or_else(|| {
+                t.open
+                    .iter()
+                    .filter(|(_, c)| c.only_reading())
+                    .map(|(id, _)| *id)
+                    .min()
+            });
             let Some(id) = victim else {
                 drop(t);
                 self.metrics.connection_closed(ConnClosed::Refused);
@@ -736,6 +772,7 @@ impl Conns {
         t.next += 1;
         let state = Arc::new(ConnState {
             busy: AtomicUsize::new(0),
+            reading: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             idle_since: std::sync::Mutex::new(Instant::now()),
             shed: Notify::new(),
@@ -824,8 +861,12 @@ async fn serve_connection(
     // hyper wants its own service trait; the tower one above is for callers
     // without sockets. Both run `Webhook::handle`.
     let svc_state = state.clone();
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         let busy = Busy::new(&svc_state);
+        svc_state.reading.fetch_add(1, Ordering::SeqCst);
+        req.extensions_mut().insert(BodyPending {
+            _reading: Arc::new(PendingInner(svc_state.clone())),
+        });
         let webhook = webhook.clone();
         async move {
             let resp = webhook.handle(req).await;
@@ -861,7 +902,11 @@ async fn serve_connection(
                 metrics.connection_closed(ConnClosed::Idle);
             }
             () = state.answered.notified() => continue,
-            () = state.shed.notified(), if closing.is_none() => {}
+            () = state.shed.notified(), if closing.is_none() => {
+                if state.only_reading() {
+                    return;
+                }
+            }
             _ = drain.wait_for(|d| *d), if closing.is_none() => {}
         }
         conn.as_mut().graceful_shutdown();
