@@ -735,29 +735,24 @@ impl Conns {
         self.table().open.len()
     }
 
-    /// A slot for a new connection. At the cap, the connection idle the
-    /// longest (handshaking ones included) is told to close and leaves the
-    /// count at once; with every connection busy the new one is refused,
-    /// so requests in flight are never cut for a newcomer.
+    /// A slot for a new connection. At the cap, the connection without
+    /// progress the longest (idle, handshaking or waiting for a body) is
+    /// told to close and leaves the count at once; with every connection
+    /// working on a whole request the new one is refused, so admissions in
+    /// progress are never cut for a newcomer.
     fn admit(self: &Arc<Self>) -> Option<ConnSlot> {
         let mut t = self.table();
         if t.open.len() >= self.limits.max_connections {
+            // Idle connections and those whose requests are all still
+            // waiting for a body are fair game (the latter would end in a
+            // 408 anyway, and slow bodies must not fill the cap); oldest
+            // first, so a newcomer still in its handshake goes last.
             let victim = t
                 .open
                 .iter()
-                .filter(|(_, c)| !c.is_busy())
+                .filter(|(_, c)| !c.is_busy() || c.only_reading())
                 .min_by_key(|(_, c)| c.idle_since())
                 .map(|(id, _)| *id);
-            // With none idle, one still waiting for its body (the oldest):
-            // it would end in a 408 anyway, and slow bodies must not be
-            // able to fill the cap.
-            let victim = victim.or_else(|| {
-                t.open
-                    .iter()
-                    .filter(|(_, c)| c.only_reading())
-                    .map(|(id, _)| *id)
-                    .min()
-            });
             let Some(id) = victim else {
                 drop(t);
                 self.metrics.connection_closed(ConnClosed::Refused);
