@@ -29,6 +29,38 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    reason: &'static str,
+}
+
+/// Why the server closed a connection or refused a request on its own.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ConnClosed {
+    /// No request within `--request-timeout` (first) or `--idle-timeout`.
+    Idle,
+    /// Closed to make room for a new connection at `--max-connections`.
+    Shed,
+    /// Refused at `--max-connections` with every connection busy.
+    Refused,
+    /// TLS handshake not done within `--request-timeout`.
+    Handshake,
+    /// A request body not complete within `--body-timeout` (answered 408).
+    BodyTimeout,
+}
+
+impl ConnClosed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Shed => "shed",
+            Self::Refused => "refused",
+            Self::Handshake => "handshake",
+            Self::BodyTimeout => "body_timeout",
+        }
+    }
+}
+
 /// Every metric the webhook exports, plus the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +69,8 @@ pub struct Metrics {
     in_flight: Gauge,
     tls_reloads: Family<ReloadLabels, Counter>,
     tls_not_after: Gauge,
+    connections_open: Gauge,
+    connections_closed: Family<ClosedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -81,7 +115,21 @@ impl Metrics {
             "Expiry (Unix time) of the serving certificate in use",
             tls_not_after.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "vault_injector_connections_open",
+            "Webhook TCP connections open (handshaking, idle or busy)",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "vault_injector_connections_closed",
+            "Connections closed or requests cut by a server limit, by reason",
+            connections_closed.clone(),
+        );
         Self {
+            connections_open,
+            connections_closed,
             tls_not_after,
             registry,
             admissions,
@@ -123,6 +171,19 @@ impl Metrics {
         self.tls_not_after.set(unix_seconds);
     }
 
+    pub fn connections_open(&self, open: usize) {
+        self.connections_open
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    pub fn connection_closed(&self, reason: ConnClosed) {
+        self.connections_closed
+            .get_or_create(&ClosedLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text exposition (Prometheus scrapes it as is).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -150,8 +211,15 @@ mod tests {
         m.admission(Decision::Injected, "team-a", 0.0004);
         m.tls_reload(ReloadResult::Error);
         m.tls_not_after(1_800_000_000);
+        m.connections_open(3);
+        m.connection_closed(ConnClosed::Shed);
         let guard = m.in_flight();
         let text = m.render();
+        assert!(text.contains("vault_injector_connections_open 3"), "{text}");
+        assert!(
+            text.contains(r#"vault_injector_connections_closed_total{reason="shed"} 1"#),
+            "{text}"
+        );
         drop(guard);
         assert!(
             text.contains(

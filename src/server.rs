@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -22,10 +23,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::field::Empty;
 use tracing::Instrument;
@@ -34,7 +34,7 @@ use crate::admin::{self, AdminState};
 use crate::admission::Injector;
 use crate::audit::{self, AdmissionAudit};
 use crate::config::{LogFormat, WebhookConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{ConnClosed, Metrics};
 use crate::tls::{CertStore, TlsPaths};
 
 #[derive(Debug, clap::Args)]
@@ -85,16 +85,72 @@ pub struct WebhookArgs {
         env = "VAULT_INJECTOR_TLS_RELOAD_INTERVAL"
     )]
     pub tls_reload_interval: Duration,
+    /// Time a new connection has for its TLS handshake and the headers of
+    /// its first request; also the limit on any request's headers.
+    #[arg(
+        long,
+        default_value = "5s",
+        value_parser = humantime::parse_duration,
+        env = "VAULT_INJECTOR_REQUEST_TIMEOUT"
+    )]
+    pub request_timeout: Duration,
+    /// Time a request's whole body has to arrive once its headers are in;
+    /// past it the request is answered 408.
+    #[arg(
+        long,
+        default_value = "5s",
+        value_parser = humantime::parse_duration,
+        env = "VAULT_INJECTOR_BODY_TIMEOUT"
+    )]
+    pub body_timeout: Duration,
+    /// A kept-alive connection with no request for this long is closed.
+    #[arg(
+        long,
+        default_value = "60s",
+        value_parser = humantime::parse_duration,
+        env = "VAULT_INJECTOR_IDLE_TIMEOUT"
+    )]
+    pub idle_timeout: Duration,
+    /// Open connections (handshaking included). At the cap a new one
+    /// closes the longest-idle connection, or is refused when all are busy.
+    #[arg(
+        long,
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..),
+        env = "VAULT_INJECTOR_MAX_CONNECTIONS"
+    )]
+    pub max_connections: u32,
+    /// Bytes of request bodies held in memory at once, over all
+    /// connections; raised to `injector.maxBodyBytes` when lower.
+    #[arg(
+        long,
+        default_value_t = 64 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1024..),
+        env = "VAULT_INJECTOR_MAX_BODY_MEMORY"
+    )]
+    pub max_body_memory: u64,
     /// In-cluster certificate management (Helm `tls.mode=auto`).
     #[command(flatten)]
     pub auto_tls: crate::autotls::AutoTlsArgs,
 }
 
-/// A TLS handshake that does not finish in this time is dropped, so idle
-/// sockets cannot pile up.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Request headers must arrive within this time (slow-loris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `--body-timeout` for callers without flags (tests).
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of `--max-body-memory` for callers without flags.
+const DEFAULT_BODY_MEMORY: usize = 64 * 1024 * 1024;
+/// HTTP/2 streams per connection: hyper's default, set here so an upgrade
+/// cannot loosen it. Each stream still needs a body budget and a slot.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// HTTP/2 header block limit (hyper's default, explicit for the same
+/// reason): bounds what a CONTINUATION flood can make us buffer.
+const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// How long a connection told to close (idle, shed, drain) may take to
+/// finish on its own before it is dropped, once no request is in flight.
+/// Lets hyper write a last response and HTTP/2 send its GOAWAY.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// While a request is in flight its own deadlines bound it; the connection
+/// looks again this often.
+const BUSY_RECHECK: Duration = Duration::from_secs(1);
 
 pub type HttpResponse = Response<Full<Bytes>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -223,6 +279,9 @@ struct Inner {
     audit: AuditSink,
     limit: Semaphore,
     max_body: usize,
+    body_timeout: Duration,
+    /// Body bytes buffered at once, over all requests (one permit a byte).
+    body_budget: Arc<Semaphore>,
     /// Kubernetes Events for decisions (`events.enabled`); off by default.
     events: Option<crate::events::EventSink>,
 }
@@ -266,8 +325,26 @@ impl Webhook {
             audit,
             limit: Semaphore::new(max_concurrency),
             max_body,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            body_budget: Arc::new(Semaphore::new(DEFAULT_BODY_MEMORY.max(max_body))),
             events: None,
         }))
+    }
+
+    /// Sets `--body-timeout` and `--max-body-memory`. Must be called before
+    /// the webhook is cloned, like [`Self::with_events`].
+    pub fn with_body_limits(mut self, timeout: Duration, memory: usize) -> Self {
+        match Arc::get_mut(&mut self.0) {
+            Some(inner) => {
+                inner.body_timeout = timeout;
+                // One body within the size limit must always fit.
+                inner.body_budget = Arc::new(Semaphore::new(
+                    memory.max(inner.max_body).min(Semaphore::MAX_PERMITS),
+                ));
+            }
+            None => tracing::warn!("body limits set after the webhook was shared; ignored"),
+        }
+        self
     }
 
     /// Also record each injection or denial as a Kubernetes Event.
@@ -281,7 +358,7 @@ impl Webhook {
         self
     }
 
-    pub async fn handle<B>(&self, req: Request<B>) -> HttpResponse
+    pub async fn handle<B>(&self, mut req: Request<B>) -> HttpResponse
     where
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
@@ -330,18 +407,33 @@ impl Webhook {
         }
 
         let _in_flight = inner.metrics.in_flight();
-        let Ok(_permit) = inner.limit.acquire().await else {
-            return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-        };
-        let body = match read_body(req.into_body(), inner.max_body).await {
-            Ok(body) => body,
-            Err(ReadError::TooLarge) => return too_large(),
-            Err(ReadError::Body(e)) => {
+        let pending = req.extensions_mut().remove::<BodyPending>();
+        // The admission slot is taken only once the whole body is in: a
+        // client that sends its body slowly (or never) must not hold one.
+        let read = read_body(req.into_body(), inner.max_body, &inner.body_budget);
+        let (body, _body_memory) = match tokio::time::timeout(inner.body_timeout, read).await {
+            Err(_) => {
+                inner.metrics.connection_closed(ConnClosed::BodyTimeout);
+                return reply(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body not received within {} (--body-timeout)",
+                        humantime::format_duration(inner.body_timeout)
+                    ),
+                );
+            }
+            Ok(Ok(read)) => read,
+            Ok(Err(ReadError::TooLarge)) => return too_large(),
+            Ok(Err(ReadError::Body(e))) => {
                 return reply(
                     StatusCode::BAD_REQUEST,
                     format!("reading the request body failed: {e}"),
                 )
             }
+        };
+        drop(pending);
+        let Ok(_permit) = inner.limit.acquire().await else {
+            return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
         };
 
         // The audit line carries every fact about the admission, and nothing
@@ -411,24 +503,47 @@ enum ReadError {
 const DISCARD_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Reads at most `max` bytes of body into memory, enforced while reading
-/// (a missing or false Content-Length changes nothing).
-async fn read_body<B>(body: B, max: usize) -> Result<Bytes, ReadError>
+/// (a missing or false Content-Length changes nothing). Every byte kept is
+/// first taken from `budget`, so all bodies being read at once stay within
+/// `--max-body-memory`; the permit returned holds it until the admission is
+/// answered.
+async fn read_body<B>(
+    body: B,
+    max: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ReadError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let mut body = std::pin::pin!(body);
-    // Content-Length (when honest) sizes the buffer once; never trusted
-    // beyond the limit.
+    // Content-Length (when honest) sizes the buffer once, up to a small
+    // cap: a declared length costs nothing until its bytes arrive.
     let hint = usize::try_from(body.size_hint().lower()).unwrap_or(max);
-    let mut buf = bytes::BytesMut::with_capacity(hint.min(max));
+    let mut buf = bytes::BytesMut::with_capacity(hint.min(max).min(PREALLOC_MAX));
+    let mut held: Option<OwnedSemaphorePermit> = None;
     let mut discarded = 0usize;
-    while let Some(frame) = body.frame().await {
+    loop {
+        // Not `while let`: its temporary (and a non-`Send` body error)
+        // would live across the budget wait below.
+        let Some(frame) = body.frame().await else {
+            break;
+        };
         let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
         if discarded == 0 && buf.len() + data.len() <= max {
+            // `max` fits in the budget (see `with_body_limits`), so a frame
+            // within it always fits too.
+            let n = u32::try_from(data.len()).map_err(|_| ReadError::TooLarge)?;
+            let Ok(permit) = budget.clone().acquire_many_owned(n).await else {
+                return Err(ReadError::Body("shutting down".into()));
+            };
+            match &mut held {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
             buf.extend_from_slice(&data);
             continue;
         }
@@ -440,8 +555,11 @@ where
     if discarded > 0 {
         return Err(ReadError::TooLarge);
     }
-    Ok(buf.freeze())
+    Ok((buf.freeze(), held))
 }
+
+/// Largest buffer allocated ahead of the bytes, from Content-Length.
+const PREALLOC_MAX: usize = 64 * 1024;
 
 impl<B> tower::Service<Request<B>> for Webhook
 where
@@ -487,38 +605,307 @@ impl Signals {
     }
 }
 
+/// Limits of the HTTPS listener (see the flags of [`WebhookArgs`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// One open connection as the accept loop sees it.
+struct ConnState {
+    /// Requests handed to the webhook and not answered yet.
+    busy: AtomicUsize,
+    /// Of those, the ones whose body is not complete yet.
+    reading: AtomicUsize,
+    /// At least one request answered (the idle timeout applies, not the
+    /// first-request one).
+    served: AtomicBool,
+    /// Since when no request is in flight (accept time at first).
+    idle_since: std::sync::Mutex<Instant>,
+    /// Told to close to make room for a new connection.
+    shed: Notify,
+    /// A request finished: the connection's deadline moved.
+    answered: Notify,
+}
+
+impl ConnState {
+    fn idle_since(&self) -> Instant {
+        *self.idle_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) > 0
+    }
+
+    /// Busy, but only with requests still waiting for their bodies: cutting
+    /// it loses no admission the server is working on.
+    fn only_reading(&self) -> bool {
+        let busy = self.busy.load(Ordering::SeqCst);
+        busy > 0 && self.reading.load(Ordering::SeqCst) >= busy
+    }
+
+    /// When the connection is next looked at: its idle deadline, or for
+    /// one already told to close, the end of its grace.
+    fn deadline(&self, limits: &ConnLimits, closing: Option<Instant>) -> Instant {
+        if self.is_busy() {
+            return Instant::now() + BUSY_RECHECK;
+        }
+        let idle = self.idle_since();
+        match closing {
+            // Counted from the last answer too, so hyper can write it.
+            Some(since) => since.max(idle) + CLOSE_GRACE,
+            None if self.served.load(Ordering::SeqCst) => idle + limits.idle_timeout,
+            None => idle + limits.request_timeout,
+        }
+    }
+}
+
+/// Travels with a request (as an extension) until its body is in, so the
+/// connection counts as reading meanwhile; see [`ConnState::only_reading`].
+#[derive(Clone)]
+pub struct BodyPending {
+    _reading: Arc<PendingInner>,
+}
+
+struct PendingInner(Arc<ConnState>);
+
+impl Drop for PendingInner {
+    fn drop(&mut self) {
+        self.0.reading.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a request as in flight on its connection until dropped.
+struct Busy(Arc<ConnState>);
+
+impl Busy {
+    fn new(state: &Arc<ConnState>) -> Self {
+        state.busy.fetch_add(1, Ordering::SeqCst);
+        Self(state.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.served.store(true, Ordering::SeqCst);
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+        self.0.answered.notify_one();
+    }
+}
+
+/// The open connections, capped at `max_connections`.
+struct Conns {
+    limits: ConnLimits,
+    metrics: Arc<Metrics>,
+    table: std::sync::Mutex<ConnTable>,
+    emptied: Notify,
+}
+
+#[derive(Default)]
+struct ConnTable {
+    next: u64,
+    open: std::collections::HashMap<u64, Arc<ConnState>>,
+}
+
+/// A connection's place under the cap; freed when dropped.
+struct ConnSlot {
+    conns: Arc<Conns>,
+    id: u64,
+    state: Arc<ConnState>,
+}
+
+impl Conns {
+    fn new(limits: ConnLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            metrics,
+            table: std::sync::Mutex::new(ConnTable::default()),
+            emptied: Notify::new(),
+        })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, ConnTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.table().open.len()
+    }
+
+    /// A slot for a new connection. At the cap, the connection without
+    /// progress the longest (idle, handshaking or waiting for a body) is
+    /// told to close and leaves the count at once; with every connection
+    /// working on a whole request the new one is refused, so admissions in
+    /// progress are never cut for a newcomer.
+    fn admit(self: &Arc<Self>) -> Option<ConnSlot> {
+        let mut t = self.table();
+        if t.open.len() >= self.limits.max_connections {
+            // Idle connections and those whose requests are all still
+            // waiting for a body are fair game (the latter would end in a
+            // 408 anyway, and slow bodies must not fill the cap); oldest
+            // first, so a newcomer still in its handshake goes last.
+            let victim = t
+                .open
+                .iter()
+                .filter(|(_, c)| !c.is_busy() || c.only_reading())
+                .min_by_key(|(_, c)| c.idle_since())
+                .map(|(id, _)| *id);
+            let Some(id) = victim else {
+                drop(t);
+                self.metrics.connection_closed(ConnClosed::Refused);
+                return None;
+            };
+            if let Some(c) = t.open.remove(&id) {
+                c.shed.notify_one();
+            }
+            self.metrics.connection_closed(ConnClosed::Shed);
+        }
+        let id = t.next;
+        t.next += 1;
+        let state = Arc::new(ConnState {
+            busy: AtomicUsize::new(0),
+            reading: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            idle_since: std::sync::Mutex::new(Instant::now()),
+            shed: Notify::new(),
+            answered: Notify::new(),
+        });
+        t.open.insert(id, state.clone());
+        self.metrics.connections_open(t.open.len());
+        Some(ConnSlot {
+            conns: self.clone(),
+            id,
+            state,
+        })
+    }
+
+    /// Resolves once no connection is open.
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.emptied.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.len() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut t = self.conns.table();
+        t.open.remove(&self.id);
+        let open = t.open.len();
+        drop(t);
+        self.conns.metrics.connections_open(open);
+        if open == 0 {
+            self.conns.emptied.notify_waiters();
+        }
+    }
+}
+
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
     acceptor: TlsAcceptor,
     webhook: Webhook,
-    watcher: hyper_util::server::graceful::Watcher,
+    slot: ConnSlot,
+    mut drain: tokio::sync::watch::Receiver<bool>,
 ) {
+    let limits = slot.conns.limits;
+    let metrics = slot.conns.metrics.clone();
+    let state = slot.state.clone();
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("TLS handshake timed out");
-            return;
-        }
+    // The handshake is part of the first-request deadline, and a
+    // handshaking connection counts against the cap and can be shed, so
+    // slow handshakes cannot pile up either.
+    let handshake = tokio::time::timeout(limits.request_timeout, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics.connection_closed(ConnClosed::Handshake);
+                tracing::debug!("TLS handshake timed out");
+                return;
+            }
+        },
+        () = state.shed.notified() => return,
+        _ = drain.wait_for(|d| *d) => return,
     };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper's header timeout only runs once HTTP/1 parsing starts; the
+    // protocol sniffing before it, HTTP/2 and idleness are bounded by the
+    // deadline loop below.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.request_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST_SIZE);
     // hyper wants its own service trait; the tower one above is for callers
     // without sockets. Both run `Webhook::handle`.
-    let svc = hyper::service::service_fn(move |req| {
+    let svc_state = state.clone();
+    let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        let busy = Busy::new(&svc_state);
+        svc_state.reading.fetch_add(1, Ordering::SeqCst);
+        req.extensions_mut().insert(BodyPending {
+            _reading: Arc::new(PendingInner(svc_state.clone())),
+        });
         let webhook = webhook.clone();
-        async move { Ok::<_, Infallible>(webhook.handle(req).await) }
+        async move {
+            let resp = webhook.handle(req).await;
+            drop(busy);
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = builder.serve_connection(TokioIo::new(tls), svc);
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+    let mut conn = std::pin::pin!(conn);
+    // Set once the connection was told to finish (graceful shutdown: hyper
+    // completes requests in flight, then closes; HTTP/2 sends GOAWAY).
+    let mut closing: Option<Instant> = None;
+    loop {
+        let wake = state.deadline(&limits, closing);
+        // Every arm that does not return or continue closes the connection.
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(wake.into()) => {
+                // A request may have come and gone since `wake` was set.
+                if state.is_busy() || Instant::now() < state.deadline(&limits, closing) {
+                    continue;
+                }
+                if closing.is_some() {
+                    // Told to close, no request in flight, still open: a
+                    // client that never reads or never acks the GOAWAY.
+                    return;
+                }
+                metrics.connection_closed(ConnClosed::Idle);
+            }
+            () = state.answered.notified() => continue,
+            () = state.shed.notified(), if closing.is_none() => {
+                if state.only_reading() {
+                    return;
+                }
+            }
+            _ = drain.wait_for(|d| *d), if closing.is_none() => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        closing = Some(Instant::now());
     }
 }
 
@@ -534,8 +921,18 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         drain_timeout,
         max_concurrency,
         tls_reload_interval,
+        request_timeout,
+        body_timeout,
+        idle_timeout,
+        max_connections,
+        max_body_memory,
         auto_tls,
     } = args;
+    let limits = ConnLimits {
+        request_timeout,
+        idle_timeout,
+        max_connections: max_connections as usize,
+    };
     let cfg = match &config {
         Some(path) => WebhookConfig::load(path)?,
         None => WebhookConfig::default(),
@@ -601,7 +998,17 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let injector = Injector::try_new(Arc::new(cfg)).context("loading the cluster policy")?;
     let policy_reloader = injector.gate().spawn_policy_reloader(&policy_settings);
     let events_enabled = injector.config().events.enabled;
-    let mut webhook = Webhook::new(injector, metrics, audit_sink, max_concurrency as usize);
+    let mut webhook = Webhook::new(
+        injector,
+        metrics.clone(),
+        audit_sink,
+        max_concurrency as usize,
+    )
+    .with_body_limits(
+        body_timeout,
+        usize::try_from(max_body_memory).unwrap_or(usize::MAX),
+    );
+    let conns = Conns::new(limits, metrics);
     if events_enabled {
         let client = kube::Client::try_default()
             .await
@@ -618,18 +1025,24 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     admin_state.set_ready(true);
     tracing::info!(listen = %addr, admin = %admin_addr, "webhook serving");
 
-    let graceful = GracefulShutdown::new();
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let signal_name = loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => {
-                    tokio::spawn(serve_connection(
-                        tcp,
-                        acceptor.clone(),
-                        webhook.clone(),
-                        graceful.watcher(),
-                    ));
-                }
+                Ok((tcp, _peer)) => match conns.admit() {
+                    Some(slot) => {
+                        tokio::spawn(serve_connection(
+                            tcp,
+                            acceptor.clone(),
+                            webhook.clone(),
+                            slot,
+                            drain_rx.clone(),
+                        ));
+                    }
+                    // Every connection is busy: refusing (closing) this one
+                    // keeps the requests in flight and the memory bounded.
+                    None => drop(tcp),
+                },
                 Err(e) => {
                     // Usually EMFILE; back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -642,10 +1055,11 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
 
     admin_state.set_ready(false);
     drop(listener);
-    let open = graceful.count();
+    let open = conns.len();
     tracing::info!(signal = signal_name, open_connections = open, timeout = ?drain_timeout, "draining");
+    let _ = drain_tx.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
+        () = conns.all_closed() => tracing::info!("drained"),
         () = tokio::time::sleep(drain_timeout) => {
             tracing::warn!(timeout = ?drain_timeout, "drain timeout; exiting with requests still open");
         }
@@ -809,6 +1223,94 @@ mod tests {
             .body(body)
             .unwrap();
         assert_eq!(wh.handle(req).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// A body that never completes: headers in, one byte, then silence.
+    fn stalled_post() -> Request<impl Body<Data = Bytes, Error = Infallible>> {
+        use futures::StreamExt as _;
+        let first = futures::stream::once(async {
+            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(b"{")))
+        });
+        let body = http_body_util::StreamBody::new(first.chain(futures::stream::pending()));
+        Request::post("/mutate")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, "10")
+            .body(body)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_holds_no_admission_slot_and_gets_408() {
+        // One slot: before the fix the stalled request held it, and the
+        // real review behind it waited forever.
+        let mut cfg = WebhookConfig::default();
+        cfg.injector.max_body_bytes = 4096;
+        let (sink, _writer) = AuditSink::stdout().unwrap();
+        let wh = Webhook::new(
+            Injector::try_new(Arc::new(cfg)).unwrap(),
+            Arc::new(Metrics::new()),
+            sink,
+            1,
+        )
+        .with_body_limits(Duration::from_millis(300), 1 << 20);
+        let stalled = tokio::spawn({
+            let wh = wh.clone();
+            async move { wh.handle(stalled_post()).await }
+        });
+        tokio::task::yield_now().await;
+        let real = tokio::time::timeout(
+            Duration::from_secs(10),
+            call(
+                &wh,
+                post("/mutate", Some("application/json"), review("real")),
+            ),
+        )
+        .await
+        .expect("the real review waited behind a stalled body");
+        assert_eq!(real.0, StatusCode::OK, "{}", real.1);
+        let resp = tokio::time::timeout(Duration::from_secs(10), stalled)
+            .await
+            .expect("a stalled body was never timed out")
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("--body-timeout"),
+            "{body:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_reserves_no_memory() {
+        // The budget is the body limit itself: a stalled body declaring the
+        // whole limit must not keep a real, smaller review from being read.
+        let mut cfg = WebhookConfig::default();
+        cfg.injector.max_body_bytes = 4096;
+        let (sink, _writer) = AuditSink::stdout().unwrap();
+        let wh = Webhook::new(
+            Injector::try_new(Arc::new(cfg)).unwrap(),
+            Arc::new(Metrics::new()),
+            sink,
+            4,
+        )
+        .with_body_limits(Duration::from_secs(30), 0);
+        assert_eq!(wh.0.body_budget.available_permits(), 4096);
+        let mut stalled = stalled_post();
+        stalled
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("4096"));
+        let _stalled = tokio::spawn({
+            let wh = wh.clone();
+            async move { wh.handle(stalled).await }
+        });
+        tokio::task::yield_now().await;
+        let real = tokio::time::timeout(
+            Duration::from_secs(10),
+            call(&wh, post("/mutate", Some("application/json"), review("r"))),
+        )
+        .await
+        .expect("real review starved by a declared length");
+        assert_eq!(real.0, StatusCode::OK, "{}", real.1);
     }
 
     #[test]

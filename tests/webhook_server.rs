@@ -400,7 +400,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let mut wh = Webhook::start(
         &tmp.path().join("tls.crt"),
         &tmp.path().join("tls.key"),
-        &["--drain-timeout", "20s"],
+        &["--drain-timeout", "20s", "--body-timeout", "120s"],
         tmp.path(),
     );
     let connector = tls_connector(&p.ca_pem).await;
@@ -493,7 +493,7 @@ async fn drain_gives_up_after_the_drain_timeout() {
     let mut wh = Webhook::start(
         &tmp.path().join("tls.crt"),
         &tmp.path().join("tls.key"),
-        &["--drain-timeout", "1s"],
+        &["--drain-timeout", "1s", "--body-timeout", "120s"],
         tmp.path(),
     );
     let _stalled = stalled_request(&wh, &p).await;
@@ -519,7 +519,7 @@ async fn second_signal_aborts_the_drain() {
     let mut wh = Webhook::start(
         &tmp.path().join("tls.crt"),
         &tmp.path().join("tls.key"),
-        &["--drain-timeout", "60s"],
+        &["--drain-timeout", "60s", "--body-timeout", "120s"],
         tmp.path(),
     );
     let _stalled = stalled_request(&wh, &p).await;
