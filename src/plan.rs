@@ -982,6 +982,35 @@ mod tests {
     }
 
     #[test]
+    fn a_mount_path_the_injection_needs_is_denied_when_taken() {
+        let cfg = WebhookConfig::default();
+        let mut pod = with_ann(simple(&["app"]), &[("env-DB", "kv/db#pw")]);
+        let spec = pod.spec.as_mut().unwrap();
+        spec.volumes = Some(vec![k8s_openapi::api::core::v1::Volume {
+            name: "mine".into(),
+            ..Default::default()
+        }]);
+        spec.containers[0].volume_mounts = Some(vec![VolumeMount {
+            name: "mine".into(),
+            mount_path: "/vault/secrets/".into(),
+            ..Default::default()
+        }]);
+        let err = plan(&pod, &ctx(), &cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("\"app\" already mounts volume \"mine\" at /vault/secrets"),
+            "{err}"
+        );
+        pod.spec.as_mut().unwrap().containers[0]
+            .volume_mounts
+            .as_mut()
+            .unwrap()[0]
+            .mount_path = BIN_DIR.into();
+        let err = plan(&pod, &ctx(), &cfg).unwrap_err().to_string();
+        assert!(err.contains("/vault/bin"), "{err}");
+        assert!(err.contains("`exec`"), "{err}");
+    }
+
+    #[test]
     fn a_status_annotation_without_an_injection_is_denied() {
         let cfg = WebhookConfig::default();
         let pod = with_ann(simple(&["app"]), &[("status", "injected")]);
