@@ -759,7 +759,8 @@ mod tests {
                 "spec": {"containers": [
                     {"name": "app", "image": "x", "volumeMounts": [
                         {"name": "vault-injector-secrets", "mountPath": "/etc/secrets", "readOnly": true}]},
-                    {"name": "late", "image": "y"}]}}),
+                    {"name": "late", "image": "y"}],
+                    "volumes": [{"name": "vault-injector-secrets", "emptyDir": {"medium": "Memory"}}]}}),
             // A reserved volume name.
             json!({"metadata": {"name": "clash", "annotations": ann(json!({}))},
                 "spec": {"containers": [{"name": "app", "image": "x"}],
