@@ -301,15 +301,15 @@ pub async fn mutate_pod(
             audit.reason = reason;
             Ok(Mutation::default())
         }
-        Planned::Remount(targets) => {
+        Planned::Remount(remounts) => {
             audit.decision = Decision::Injected;
-            audit.containers = targets.iter().map(|t| t.name.clone()).collect();
+            audit.containers = remounts.iter().map(|r| r.target.name.clone()).collect();
             audit.reason = format!(
-                "already injected; mounted the secrets into containers added since: {}",
+                "already injected; mounted its volumes into containers added since: {}",
                 audit.containers.join(", ")
             );
             Ok(Mutation {
-                patch: Some(crate::patch::build_remount(pod, &targets)),
+                patch: Some(crate::patch::build_remount(pod, &remounts)),
                 warnings: Vec::new(),
             })
         }
@@ -400,7 +400,7 @@ pub async fn mutate_pod(
                 }
             );
             Ok(Mutation {
-                patch: Some(patch),
+                patch: (!patch.0.is_empty()).then_some(patch),
                 warnings: std::mem::take(&mut p.warnings),
             })
         }
@@ -759,7 +759,8 @@ mod tests {
                 "spec": {"containers": [
                     {"name": "app", "image": "x", "volumeMounts": [
                         {"name": "vault-injector-secrets", "mountPath": "/etc/secrets", "readOnly": true}]},
-                    {"name": "late", "image": "y"}]}}),
+                    {"name": "late", "image": "y"}],
+                    "volumes": [{"name": "vault-injector-secrets", "emptyDir": {"medium": "Memory"}}]}}),
             // A reserved volume name.
             json!({"metadata": {"name": "clash", "annotations": ann(json!({}))},
                 "spec": {"containers": [{"name": "app", "image": "x"}],

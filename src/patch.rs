@@ -22,8 +22,8 @@ use serde::Serialize;
 use crate::annotations::{Lifecycle, STATUS, STATUS_INJECTED};
 use crate::config::{AuthMethod, WebhookConfig, AGENT_CONFIG_ENV, SECRETS_DIR, STATE_DIR};
 use crate::plan::{
-    ExecTarget, Plan, Target, AGENT_CONTAINER, BIN_DIR, BIN_VOLUME, COPY_CONTAINER, INIT_CONTAINER,
-    SECRETS_VOLUME, STATE_VOLUME, TOKEN_DIR, TOKEN_VOLUME,
+    ExecTarget, Plan, Remount, AGENT_CONTAINER, BIN_DIR, BIN_VOLUME, COPY_CONTAINER,
+    INIT_CONTAINER, SECRETS_VOLUME, STATE_VOLUME, TOKEN_DIR, TOKEN_VOLUME,
 };
 
 /// How long the startup probe of the native sidecar waits for the first
@@ -214,7 +214,11 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> PodPatch {
         }
     }
 
-    status_annotation(&mut ops, pod, plan.vault_k8s);
+    // Offline (`mutate`), a pod asking only for volume profiles gets
+    // nothing: marking it injected would claim what it does not carry.
+    if !ops.is_empty() {
+        status_annotation(&mut ops, pod, plan.vault_k8s);
+    }
     PodPatch(ops)
 }
 
@@ -299,13 +303,21 @@ fn copy_container(plan: &Plan, cfg: &WebhookConfig) -> Container {
     c
 }
 
-/// The patch for a pod seen again after injection: mount the secrets into
-/// containers other webhooks added since.
-pub fn build_remount(pod: &Pod, targets: &[Target]) -> PodPatch {
+/// The patch for a pod seen again after injection: the mounts the planner
+/// found missing, nothing else.
+pub fn build_remount(pod: &Pod, remounts: &[Remount]) -> PodPatch {
     let empty = PodSpec::default();
     let spec = pod.spec.as_ref().unwrap_or(&empty);
-    let mut ops = Vec::with_capacity(targets.len());
-    mounts(&mut ops, spec, targets);
+    let mut ops = Vec::with_capacity(remounts.len());
+    for r in remounts {
+        container_mounts(
+            &mut ops,
+            spec,
+            r.target.init,
+            r.target.index,
+            r.mounts.clone(),
+        );
+    }
     PodPatch(ops)
 }
 
@@ -334,29 +346,6 @@ where
         }
     } else {
         ops.push(add(PointerBuf::from_tokens(parent.iter().copied()), items));
-    }
-}
-
-fn mounts(ops: &mut Vec<AddOp>, spec: &PodSpec, targets: &[Target]) {
-    // A remount only happens for pods injected before; their secrets are at
-    // the path the first injection chose, which the container spec of an
-    // already-mounted sibling tells.
-    let path = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .flat_map(|c| c.volume_mounts.iter().flatten())
-        .find(|m| m.name == SECRETS_VOLUME && m.read_only == Some(true))
-        .map(|m| m.mount_path.clone())
-        .unwrap_or_else(|| SECRETS_DIR.into());
-    let mount = VolumeMount {
-        name: SECRETS_VOLUME.into(),
-        mount_path: path,
-        read_only: Some(true),
-        ..Default::default()
-    };
-    for t in targets {
-        container_mounts(ops, spec, t.init, t.index, vec![mount.clone()]);
     }
 }
 
@@ -774,10 +763,18 @@ mod tests {
         };
         let patch = build_remount(
             &late,
-            &[Target {
-                name: "late".into(),
-                init: true,
-                index: 0,
+            &[Remount {
+                target: crate::plan::Target {
+                    name: "late".into(),
+                    init: true,
+                    index: 0,
+                },
+                mounts: vec![VolumeMount {
+                    name: SECRETS_VOLUME.into(),
+                    mount_path: SECRETS_DIR.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                }],
             }],
         );
         let out = apply(&late, &patch);

@@ -5,7 +5,7 @@
 //! containers, is a role known); the annotation syntax lives in
 //! `annotations`.
 
-use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements, VolumeMount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::annotations::{
@@ -57,8 +57,17 @@ pub enum Planned {
     Skip(String),
     Inject(Box<Plan>),
     /// An already injected pod seen again (reinvocation) in which other
-    /// webhooks added containers that should see the secrets.
-    Remount(Vec<Target>),
+    /// webhooks added containers that should see what the first injection
+    /// mounted into its targets.
+    Remount(Vec<Remount>),
+}
+
+/// Mounts a container added after injection gets, so that it sees what the
+/// targets of the first injection see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remount {
+    pub target: Target,
+    pub mounts: Vec<k8s_openapi::api::core::v1::VolumeMount>,
 }
 
 /// A container that gets the secrets mount.
@@ -224,16 +233,31 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         .ok_or_else(|| Error::Pod("the pod has no spec".into()))?;
 
     if req.is_injected() {
-        let targets = targets(&req, spec, true)?;
-        let missing: Vec<Target> = targets
-            .into_iter()
-            .filter(|t| !has_secrets_mount(container_at(spec, t)))
-            .collect();
-        return Ok(if missing.is_empty() {
-            Planned::Skip("already injected".into())
-        } else {
-            Planned::Remount(missing)
-        });
+        if !carries_injection(spec) {
+            // The status annotation is text a pod author can write. Trusted
+            // alone it would let a pod skip injection while claiming it had
+            // it, and the remount would reference volumes the pod lacks.
+            if vault_k8s && !annotations.contains_key(annotations::STATUS) {
+                // Written by a vault-k8s injector that acted first: leave the
+                // pod to it, as it leaves ours alone.
+                return Ok(Planned::Skip(format!(
+                    "already injected by another injector ({} is injected)",
+                    vaultk8s::STATUS
+                )));
+            }
+            return Err(Problem::new(
+                if vault_k8s {
+                    vaultk8s::STATUS.to_string()
+                } else {
+                    annotations::STATUS.to_string()
+                },
+                "says injected, but the pod has none of the containers or volumes \
+                 vault-injector adds; the webhook writes this annotation, users must not: \
+                 remove it",
+            )
+            .into_plan());
+        }
+        return remount(&req, spec, &extras);
     }
     if let Some(status) = req.status.as_ref().filter(|_| !vault_k8s) {
         return Err(Problem::new(
@@ -370,6 +394,17 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
                 .insert(k.clone(), Quantity(v.clone()));
         }
     }
+    let secrets_mount_path = extras
+        .secret_volume_path
+        .clone()
+        .unwrap_or_else(|| SECRETS_DIR.to_string());
+    check_mount_paths(
+        spec,
+        (!agent.secrets.is_empty()).then_some(&targets[..]),
+        &secrets_mount_path,
+        &exec,
+        method != AuthMethod::Approle,
+    )?;
     Ok(Planned::Inject(Box::new(Plan {
         lifecycle,
         native_sidecar: cfg.agent.native_sidecar,
@@ -382,10 +417,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         env,
         volumes,
         pod_name,
-        secrets_mount_path: extras
-            .secret_volume_path
-            .clone()
-            .unwrap_or_else(|| SECRETS_DIR.to_string()),
+        secrets_mount_path,
         resources,
         image: cfg.agent.image.clone(),
         vault_k8s,
@@ -542,10 +574,100 @@ fn container_at<'a>(spec: &'a k8s_openapi::api::core::v1::PodSpec, t: &Target) -
     }
 }
 
-pub fn has_secrets_mount(c: &Container) -> bool {
-    c.volume_mounts
-        .as_ref()
-        .is_some_and(|m| m.iter().any(|m| m.name == SECRETS_VOLUME))
+/// Whether the pod holds something only an injection adds: one of our
+/// containers or volumes.
+fn carries_injection(spec: &PodSpec) -> bool {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| is_ours(&c.name))
+        || spec
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| is_our_volume(&v.name))
+}
+
+fn is_our_volume(name: &str) -> bool {
+    [SECRETS_VOLUME, STATE_VOLUME, TOKEN_VOLUME, BIN_VOLUME].contains(&name)
+        || name.starts_with(crate::volumes::profile::VOLUME_NAME_PREFIX)
+}
+
+/// Reinvocation: the API server runs the webhooks again after a later one
+/// (or its own ServiceAccount step) changed the pod. What a target of the
+/// first injection got and a container added since lacks is the secrets
+/// mount (only when the pod has the secrets volume: env-only and
+/// volumes-only pods have none) and the production volume mounts, read off
+/// the containers that have them. `exec` wrapping is not extended: the env
+/// vars were bound at injection to the containers named then, and rewriting
+/// the command of another webhook's container would change what it runs. A
+/// pod seen again unchanged gets no patch.
+fn remount(
+    req: &InjectionRequest,
+    spec: &PodSpec,
+    extras: &vaultk8s::VaultK8sExtras,
+) -> Result<Planned> {
+    let volumes: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    let theirs = || {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .filter(|c| !is_ours(&c.name))
+            .flat_map(|c| c.volume_mounts.iter().flatten())
+    };
+    let mut wanted: Vec<VolumeMount> = Vec::new();
+    if volumes.contains(&SECRETS_VOLUME) {
+        let path = theirs()
+            .find(|m| m.name == SECRETS_VOLUME)
+            .map(|m| m.mount_path.clone())
+            .or_else(|| extras.secret_volume_path.clone())
+            .unwrap_or_else(|| SECRETS_DIR.into());
+        wanted.push(VolumeMount {
+            name: SECRETS_VOLUME.into(),
+            mount_path: path,
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    for v in volumes
+        .iter()
+        .filter(|v| v.starts_with(crate::volumes::profile::VOLUME_NAME_PREFIX))
+    {
+        if let Some(m) = theirs().find(|m| m.name == *v) {
+            wanted.push(m.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for t in targets(req, spec, true)? {
+        let have = container_at(spec, &t)
+            .volume_mounts
+            .as_deref()
+            .unwrap_or(&[]);
+        // A mount path the container already uses for something else stays
+        // its own: two mounts at one path make the pod invalid.
+        let mounts: Vec<VolumeMount> = wanted
+            .iter()
+            .filter(|w| {
+                !have
+                    .iter()
+                    .any(|m| m.name == w.name || m.mount_path == w.mount_path)
+            })
+            .cloned()
+            .collect();
+        if !mounts.is_empty() {
+            out.push(Remount { target: t, mounts });
+        }
+    }
+    Ok(if out.is_empty() {
+        Planned::Skip("already injected".into())
+    } else {
+        Planned::Remount(out)
+    })
 }
 
 /// Containers that get the secrets mount. Init containers that already exist
@@ -613,6 +735,53 @@ fn targets(
         Ok(out)
     } else {
         Err(Error::Annotations(annotations::Error { problems }))
+    }
+}
+
+/// Two mounts at one path make a pod the API server refuses: a container
+/// that already mounts something where the injection would mount its own
+/// volume is denied, naming both.
+fn check_mount_paths(
+    spec: &PodSpec,
+    secret_targets: Option<&[Target]>,
+    secrets_path: &str,
+    exec: &[ExecTarget],
+    exec_token: bool,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    let mut check = |init: bool, index: usize, path: &str, what: &str| {
+        let t = Target {
+            name: String::new(),
+            init,
+            index,
+        };
+        let c = container_at(spec, &t);
+        if let Some(m) = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path.trim_end_matches('/') == path.trim_end_matches('/'))
+        {
+            problems.push(format!(
+                "container {:?} already mounts volume {:?} at {path}, where vault-injector \
+                 mounts {what}",
+                c.name, m.name
+            ));
+        }
+    };
+    for t in secret_targets.into_iter().flatten() {
+        check(t.init, t.index, secrets_path, "the secrets");
+    }
+    for e in exec {
+        check(e.init, e.index, BIN_DIR, "its binary for `exec`");
+        if exec_token {
+            check(e.init, e.index, TOKEN_DIR, "the agent's token");
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Pod(problems.join("; ")))
     }
 }
 
@@ -752,12 +921,17 @@ mod tests {
     fn already_injected_is_skipped_unless_a_new_container_lacks_the_mount() {
         let cfg = WebhookConfig::default();
         let mut pod = with_ann(simple(&["app"]), &[("status", "injected")]);
-        pod.spec.as_mut().unwrap().containers[0].volume_mounts =
-            Some(vec![k8s_openapi::api::core::v1::VolumeMount {
-                name: SECRETS_VOLUME.into(),
-                mount_path: SECRETS_DIR.into(),
-                ..Default::default()
-            }]);
+        let spec = pod.spec.as_mut().unwrap();
+        spec.volumes = Some(vec![k8s_openapi::api::core::v1::Volume {
+            name: SECRETS_VOLUME.into(),
+            ..Default::default()
+        }]);
+        spec.containers[0].volume_mounts = Some(vec![VolumeMount {
+            name: SECRETS_VOLUME.into(),
+            mount_path: "/elsewhere".into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]);
         assert!(
             matches!(plan(&pod, &ctx(), &cfg).unwrap(), Planned::Skip(r) if r == "already injected")
         );
@@ -766,16 +940,100 @@ mod tests {
             ..Default::default()
         }]);
         match plan(&pod, &ctx(), &cfg).unwrap() {
-            Planned::Remount(t) => assert_eq!(
-                t,
-                vec![Target {
-                    name: "late-init".into(),
-                    init: true,
-                    index: 0
+            Planned::Remount(r) => assert_eq!(
+                r,
+                vec![Remount {
+                    target: Target {
+                        name: "late-init".into(),
+                        init: true,
+                        index: 0
+                    },
+                    // At the path the first injection chose.
+                    mounts: vec![VolumeMount {
+                        name: SECRETS_VOLUME.into(),
+                        mount_path: "/elsewhere".into(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    }]
                 }]
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn reinvoked_pod_without_a_secrets_volume_gets_no_secrets_mount() {
+        let cfg = WebhookConfig::default();
+        let mut pod = with_ann(
+            simple(&["app"]),
+            &[("status", "injected"), ("env-DB", "kv/db#pw")],
+        );
+        pod.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove("vault-injector.io/secret-db");
+        let spec = pod.spec.as_mut().unwrap();
+        spec.volumes = Some(vec![k8s_openapi::api::core::v1::Volume {
+            name: BIN_VOLUME.into(),
+            ..Default::default()
+        }]);
+        spec.containers.push(Container {
+            name: "late".into(),
+            ..Default::default()
+        });
+        assert!(
+            matches!(plan(&pod, &ctx(), &cfg).unwrap(), Planned::Skip(r) if r == "already injected")
+        );
+    }
+
+    #[test]
+    fn a_mount_path_the_injection_needs_is_denied_when_taken() {
+        let cfg = WebhookConfig::default();
+        let mut pod = with_ann(simple(&["app"]), &[("env-DB", "kv/db#pw")]);
+        let spec = pod.spec.as_mut().unwrap();
+        spec.volumes = Some(vec![k8s_openapi::api::core::v1::Volume {
+            name: "mine".into(),
+            ..Default::default()
+        }]);
+        spec.containers[0].volume_mounts = Some(vec![VolumeMount {
+            name: "mine".into(),
+            mount_path: "/vault/secrets/".into(),
+            ..Default::default()
+        }]);
+        let err = plan(&pod, &ctx(), &cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("\"app\" already mounts volume \"mine\" at /vault/secrets"),
+            "{err}"
+        );
+        pod.spec.as_mut().unwrap().containers[0]
+            .volume_mounts
+            .as_mut()
+            .unwrap()[0]
+            .mount_path = BIN_DIR.into();
+        let err = plan(&pod, &ctx(), &cfg).unwrap_err().to_string();
+        assert!(err.contains("/vault/bin"), "{err}");
+        assert!(err.contains("`exec`"), "{err}");
+    }
+
+    #[test]
+    fn a_status_annotation_without_an_injection_is_denied() {
+        let cfg = WebhookConfig::default();
+        let pod = with_ann(simple(&["app"]), &[("status", "injected")]);
+        let err = plan(&pod, &ctx(), &cfg).unwrap_err().to_string();
+        assert!(err.contains("vault-injector.io/status"), "{err}");
+        assert!(err.contains("none of the containers or volumes"), "{err}");
+        // A vault-k8s status alone: another injector's pod, left to it.
+        let mut vk = simple(&["app"]);
+        let a = vk.metadata.annotations.as_mut().unwrap();
+        a.clear();
+        a.insert("vault.hashicorp.com/agent-inject".into(), "true".into());
+        a.insert("vault.hashicorp.com/role".into(), "r".into());
+        a.insert(
+            "vault.hashicorp.com/agent-inject-status".into(),
+            "injected".into(),
+        );
+        assert!(matches!(plan(&vk, &ctx(), &cfg).unwrap(), Planned::Skip(_)));
     }
 
     #[test]
