@@ -9,7 +9,7 @@ CARGO ?= cargo
 all: build
 
 build:
-	$(CARGO) build --release
+	$(CARGO) build --release --workspace
 
 tools:
 	@scripts/install-tools.sh
@@ -17,12 +17,12 @@ tools:
 ## Everything CI runs: formatting, clippy, all tests (unit, integration against
 ## real OpenBao/PostgreSQL, chart rendering and schema validation).
 test: tools lint-rust
-	$(CARGO) test --all-targets --no-fail-fast
+	$(CARGO) test --workspace --all-targets --no-fail-fast
 	@if [ -x scripts/test-chart.sh ]; then scripts/test-chart.sh; fi
 
 lint-rust:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 demo: tools
 	@scripts/demo.sh
@@ -37,7 +37,7 @@ bench-agent: tools
 ## End-to-end tests against a real cluster (KUBECONFIG must be set).
 e2e:
 	@test -n "$$KUBECONFIG" || { echo "e2e: set KUBECONFIG to a cluster (see docs/e2e.md)"; exit 2; }
-	$(CARGO) test --test e2e -- --ignored --test-threads=1
+	$(CARGO) test -p vault-injector --test it -- --ignored --test-threads=1 e2e::
 
 clean:
 	$(CARGO) clean

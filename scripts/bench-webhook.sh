@@ -3,16 +3,16 @@
 #
 #   scripts/bench-webhook.sh            (or: make bench-webhook)
 #
-# Both servers get the same AdmissionReview (tests/data/review-3c5s.json: a pod
+# Both servers get the same AdmissionReview (crates/webhook/tests/data/review-3c5s.json: a pod
 # with 3 containers and 5 secrets) over HTTPS from wrk, at 4 and 64 keep-alive
-# connections, back to back. The ceiling (examples/ceiling.rs) is hyper +
+# connections, back to back. The ceiling (crates/webhook/examples/ceiling.rs) is hyper +
 # rustls that parses the body as JSON and returns a fixed "allowed" review.
 # Reported: admissions/s, mean/p50/p99 latency, non-2xx/socket errors, peak
 # RSS (VmHWM). The webhook's audit lines go to a file and are counted: one per
 # request answered.
 #
 # Env: DURATION (default 10s), WARMUP (2s), CONNS ("4 64"), THREADS (2),
-#      ROUNDS (3), NICE (0), FIXTURE (tests/data/review-3c5s.json).
+#      ROUNDS (3), NICE (0), FIXTURE (crates/webhook/tests/data/review-3c5s.json).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +21,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 CONNS=${CONNS:-4 64}
 THREADS=${THREADS:-2}
-FIXTURE=${FIXTURE:-tests/data/review-3c5s.json}
+FIXTURE=${FIXTURE:-crates/webhook/tests/data/review-3c5s.json}
 ROUNDS=${ROUNDS:-3}
 # On a shared machine, NICE=-10 (as root) keeps other work from dominating
 # the tail latencies of both servers and of wrk alike.

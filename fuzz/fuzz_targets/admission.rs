@@ -10,7 +10,7 @@ use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
 use vault_injector::admission::Injector;
-use vault_injector::config::WebhookConfig;
+use vault_injector_core::config::WebhookConfig;
 
 struct Core {
     injector: Injector,

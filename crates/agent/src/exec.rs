@@ -1,0 +1,392 @@
+//! `vault-injector exec -- PROGRAM ARGS...`: resolve env-var secrets with the
+//! pod's identity, then `execve` PROGRAM with them in its environment.
+//!
+//! Nothing lands in the pod spec or on disk: the spec keeps the literal
+//! `vault:PATH#KEY[#VERSION]` references (Bank-Vaults style) or the
+//! `vault-injector.io/env-VAR` annotations; values exist only in this
+//! process's memory and then in PROGRAM's environment. Because it is
+//! `execve`, PROGRAM keeps our PID, receives signals directly, and its exit
+//! code is the container's.
+//!
+//! `vault-injector copy-self DIR`: the init container that puts this binary
+//! into the shared memory volume so app containers can run `exec`.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use vault_injector_core::audit::{self, AgentAudit, AgentEvent};
+use vault_injector_core::compat::bankvaults;
+use vault_injector_core::contract::{AgentConfig, EnvSpec, AGENT_CONFIG_ENV, SA_TOKEN_PATH};
+use vault_injector_vault::{Exact, Vault};
+
+/// Exit code when a secret cannot be resolved (PROGRAM never started).
+pub const EXIT_RESOLVE: u8 = 70;
+/// Exit code when PROGRAM cannot be executed (like a shell's 127).
+pub const EXIT_EXEC: u8 = 127;
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Override the JWT (service-account token) file.
+    #[arg(long, env = "VAULT_INJECTOR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Override the Vault address from the config.
+    #[arg(long, env = "VAULT_ADDR")]
+    pub vault_addr: Option<String>,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CopySelfArgs {
+    /// Directory to copy the binary into (a shared memory volume).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("env var {var}: {message}")]
+    BadReference { var: String, message: String },
+    #[error("env var {var}: key {key:?} not found in Vault secret {path}")]
+    MissingKey {
+        var: String,
+        path: String,
+        key: String,
+    },
+    #[error("env var {var}: key {key:?} in {path} is not a string, number or boolean")]
+    NotScalar {
+        var: String,
+        path: String,
+        key: String,
+    },
+    #[error(
+        "env var {var}: key {key:?} in {path} holds a NUL byte, which an environment variable cannot hold"
+    )]
+    Nul {
+        var: String,
+        path: String,
+        key: String,
+    },
+    #[error(
+        "env var {var}: key {key:?} in {path} is {len} bytes, over the kernel's limit of \
+         {MAX_ARG_STRLEN} bytes for one environment entry"
+    )]
+    TooLong {
+        var: String,
+        path: String,
+        key: String,
+        len: usize,
+    },
+    #[error("env var {var}: {source}")]
+    Vault {
+        var: String,
+        source: vault_injector_vault::Error,
+    },
+    #[error("login: {0}")]
+    Login(vault_injector_vault::Error),
+    #[error("{0}")]
+    Config(#[from] vault_injector_core::contract::Error),
+    #[error("vault client: {0}")]
+    Client(vault_injector_vault::Error),
+}
+
+/// Linux's limit on one argument or `NAME=value` string (32 pages), over
+/// which `execve` fails with E2BIG.
+const MAX_ARG_STRLEN: usize = 32 * 4096;
+
+/// One env var to resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub var: String,
+    pub path: String,
+    pub key: String,
+    pub version: Option<u64>,
+}
+
+/// The references this process must resolve: `vault:` values in its own
+/// environment, plus the annotation-defined vars from the config.
+pub fn collect(
+    environ: impl IntoIterator<Item = (String, String)>,
+    specs: &[EnvSpec],
+) -> Result<Vec<Wanted>, Error> {
+    let mut out: BTreeMap<String, Wanted> = BTreeMap::new();
+    for (var, value) in environ {
+        if var == AGENT_CONFIG_ENV || !bankvaults::is_ref(&value) {
+            continue;
+        }
+        let r = bankvaults::parse(&value).map_err(|message| Error::BadReference {
+            var: var.clone(),
+            message,
+        })?;
+        out.insert(
+            var.clone(),
+            Wanted {
+                var,
+                path: r.path,
+                key: r.key,
+                version: r.version,
+            },
+        );
+    }
+    for s in specs {
+        out.insert(
+            s.var.clone(),
+            Wanted {
+                var: s.var.clone(),
+                path: s.path.clone(),
+                key: s.key.clone(),
+                version: s.version,
+            },
+        );
+    }
+    Ok(out.into_values().collect())
+}
+
+fn scalar(v: &Exact) -> Option<String> {
+    match v {
+        Exact::String(s) => Some(s.clone()),
+        Exact::Number(n) => Some(n.clone()),
+        Exact::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Logs in and reads every wanted var (each path/version once).
+async fn resolve(
+    cfg: &AgentConfig,
+    wanted: &[Wanted],
+    token_file: &Path,
+    ca_file: &Path,
+) -> Result<Vec<(String, String)>, Error> {
+    let mut vault = Vault::new(&cfg.vault, ca_file).map_err(Error::Client)?;
+    let who = |secret: Option<&str>, path: Option<&str>| AgentAudit {
+        namespace: cfg.pod.namespace.clone(),
+        pod: cfg.pod.name.clone(),
+        service_account: cfg.pod.service_account.clone(),
+        secret: secret.map(str::to_string),
+        path: path.map(str::to_string),
+        ok: true,
+        ..Default::default()
+    };
+    vault
+        .login(&cfg.auth, token_file)
+        .await
+        .map_err(Error::Login)?;
+    eprintln!("{}", audit::agent_line(AgentEvent::Login, &who(None, None)));
+    let mut cache: BTreeMap<(String, Option<u64>), vault_injector_vault::Secret> = BTreeMap::new();
+    let mut out = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let cache_key = (w.path.clone(), w.version);
+        if !cache.contains_key(&cache_key) {
+            let secret = vault
+                .read_version(&w.path, w.version)
+                .await
+                .map_err(|source| Error::Vault {
+                    var: w.var.clone(),
+                    source,
+                })?;
+            let mut rec = who(Some(&w.var), Some(&w.path));
+            rec.version = secret.version();
+            eprintln!("{}", audit::agent_line(AgentEvent::Read, &rec));
+            cache.insert(cache_key.clone(), secret);
+        }
+        let secret = &cache[&cache_key];
+        let value = secret.data.get(&w.key).ok_or_else(|| Error::MissingKey {
+            var: w.var.clone(),
+            path: w.path.clone(),
+            key: w.key.clone(),
+        })?;
+        let value = scalar(value).ok_or_else(|| Error::NotScalar {
+            var: w.var.clone(),
+            path: w.path.clone(),
+            key: w.key.clone(),
+        })?;
+        // Checked here so the error names the variable: `execve` would
+        // only say "nul byte found" or "Argument list too long".
+        if value.contains('\0') {
+            return Err(Error::Nul {
+                var: w.var.clone(),
+                path: w.path.clone(),
+                key: w.key.clone(),
+            });
+        }
+        let len = w.var.len() + 1 + value.len() + 1;
+        if len > MAX_ARG_STRLEN {
+            return Err(Error::TooLong {
+                var: w.var.clone(),
+                path: w.path.clone(),
+                key: w.key.clone(),
+                len,
+            });
+        }
+        out.push((w.var.clone(), value));
+    }
+    Ok(out)
+}
+
+/// Runs `exec`. Returns only on failure: on success the process image is
+/// replaced by the program.
+pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let ExecArgs {
+        token_file,
+        vault_addr,
+        command,
+    } = args;
+    let (program, program_args) = command.split_first().expect("clap requires a command");
+
+    let specs_cfg = match std::env::var(AGENT_CONFIG_ENV) {
+        Ok(raw) => Some(AgentConfig::from_json(&raw)?),
+        Err(_) => None,
+    };
+    let specs = specs_cfg.as_ref().map(|c| c.env.as_slice()).unwrap_or(&[]);
+    let environ: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let wanted = match collect(environ, specs) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("vault-injector exec: {e}");
+            return Ok(ExitCode::from(EXIT_RESOLVE));
+        }
+    };
+
+    let mut largest: Option<(usize, String)> = None;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(program_args).env_remove(AGENT_CONFIG_ENV);
+    if !wanted.is_empty() {
+        let Some(mut cfg) = specs_cfg else {
+            eprintln!(
+                "vault-injector exec: env var {} holds a vault: reference but ${AGENT_CONFIG_ENV} \
+                 is not set (is this container injected?)",
+                wanted[0].var
+            );
+            return Ok(ExitCode::from(EXIT_RESOLVE));
+        };
+        if let Some(addr) = vault_addr {
+            cfg.vault.address = addr;
+        }
+        let token_file = token_file.unwrap_or_else(|| PathBuf::from(SA_TOKEN_PATH));
+        let ca_file = std::env::temp_dir().join("vault-injector-ca.pem");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        match rt.block_on(resolve(&cfg, &wanted, &token_file, &ca_file)) {
+            Ok(values) => {
+                largest = values
+                    .iter()
+                    .map(|(k, v)| (k.len() + v.len() + 2, k.clone()))
+                    .max();
+                for (k, v) in values {
+                    cmd.env(k, v);
+                }
+            }
+            Err(e) => {
+                eprintln!("vault-injector exec: {e}; {program:?} was not started");
+                return Ok(ExitCode::from(EXIT_RESOLVE));
+            }
+        }
+    }
+    // Only returns on failure.
+    let err = cmd.exec();
+    match largest {
+        Some((len, var)) if err.raw_os_error() == Some(nix::errno::Errno::E2BIG as i32) => {
+            eprintln!(
+                "vault-injector exec: cannot execute {program:?}: the arguments and environment \
+                 are over the kernel's limit (E2BIG); the largest injected variable is {var} \
+                 ({len} bytes)"
+            )
+        }
+        _ => eprintln!("vault-injector exec: cannot execute {program:?}: {err}"),
+    }
+    Ok(ExitCode::from(EXIT_EXEC))
+}
+
+/// Copies this binary into `dir` (an init container's job).
+pub fn run_copy_self(args: CopySelfArgs) -> anyhow::Result<ExitCode> {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = std::env::current_exe()?;
+    std::fs::create_dir_all(&args.dir)?;
+    let dest = args.dir.join("vault-injector");
+    let tmp = args.dir.join(".vault-injector.tmp");
+    std::fs::copy(&exe, &tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o555))?;
+    std::fs::rename(&tmp, &dest)?;
+    eprintln!(
+        "vault-injector: copied {} to {}",
+        exe.display(),
+        dest.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn collects_bank_vaults_refs_and_annotation_specs() {
+        let specs = vec![EnvSpec {
+            var: "API_KEY".into(),
+            path: "secret/data/api".into(),
+            key: "key".into(),
+            version: None,
+            containers: vec![],
+        }];
+        let got = collect(
+            env(&[
+                ("PATH", "/bin"),
+                ("DB_PASSWORD", "vault:secret/data/db#password#2"),
+                ("PLAIN", "vault-like but not vault:"),
+            ]),
+            &specs,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Wanted {
+                    var: "API_KEY".into(),
+                    path: "secret/data/api".into(),
+                    key: "key".into(),
+                    version: None
+                },
+                Wanted {
+                    var: "DB_PASSWORD".into(),
+                    path: "secret/data/db".into(),
+                    key: "password".into(),
+                    version: Some(2)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_reference_names_the_variable() {
+        let err = collect(env(&[("DB", "vault:secret/db")]), &[]).unwrap_err();
+        assert!(err.to_string().starts_with("env var DB:"), "{err}");
+        assert!(err.to_string().contains("missing key"), "{err}");
+    }
+
+    #[test]
+    fn scalars_only() {
+        let e = |t: &str| Exact::from_json(t).unwrap();
+        assert_eq!(scalar(&e(r#""x""#)), Some("x".into()));
+        assert_eq!(scalar(&e("5")), Some("5".into()));
+        assert_eq!(
+            scalar(&e("18446744073709551616")),
+            Some("18446744073709551616".into())
+        );
+        assert_eq!(scalar(&e("true")), Some("true".into()));
+        assert_eq!(scalar(&e(r#"{"a": 1}"#)), None);
+    }
+}

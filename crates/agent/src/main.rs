@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    vault_injector_agent::cli::main()
+}

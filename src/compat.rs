@@ -1,8 +1,0 @@
-//! Compatibility with the annotations teams already use, so they can migrate
-//! without touching manifests: hashicorp/vault-k8s (`vault.hashicorp.com/*`)
-//! and Bank-Vaults (`vault:PATH#KEY` env values).
-
-pub mod bankvaults;
-pub mod goparse;
-pub mod gotmpl;
-pub mod vaultk8s;
