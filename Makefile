@@ -22,6 +22,7 @@ test: tools lint-rust
 
 lint-rust:
 	$(CARGO) fmt --all -- --check
+	@CARGO=$(CARGO) scripts/check-deps.sh
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 demo: tools

@@ -19,7 +19,9 @@ use std::process::ExitCode;
 
 use vault_injector_core::audit::{self, AgentAudit, AgentEvent};
 use vault_injector_core::compat::bankvaults;
-use vault_injector_core::contract::{AgentConfig, EnvSpec, AGENT_CONFIG_ENV, SA_TOKEN_PATH};
+use vault_injector_core::contract::{
+    AgentConfig, EnvSpec, AGENT_BIN, AGENT_CONFIG_ENV, SA_TOKEN_PATH,
+};
 use vault_injector_vault::{Exact, Vault};
 
 /// Exit code when a secret cannot be resolved (PROGRAM never started).
@@ -304,13 +306,23 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(EXIT_EXEC))
 }
 
-/// Copies this binary into `dir` (an init container's job).
+/// Copies this binary into `dir` (an init container's job), under its own
+/// file name: `vault-injector-agent`, or `vault-injector` when a pod
+/// injected by an older version runs the webhook binary's alias, so the
+/// `exec` command in that pod's spec finds it.
 pub fn run_copy_self(args: CopySelfArgs) -> anyhow::Result<ExitCode> {
     use std::os::unix::fs::PermissionsExt;
     let exe = std::env::current_exe()?;
     std::fs::create_dir_all(&args.dir)?;
-    let dest = args.dir.join("vault-injector");
-    let tmp = args.dir.join(".vault-injector.tmp");
+    let name = exe
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| AGENT_BIN.into());
+    let dest = args.dir.join(&name);
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(&name);
+    tmp_name.push(".tmp");
+    let tmp = args.dir.join(tmp_name);
     std::fs::copy(&exe, &tmp)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o555))?;
     std::fs::rename(&tmp, &dest)?;

@@ -12,8 +12,11 @@ pub const SECRETS_DIR: &str = "/vault/secrets";
 pub const STATE_DIR: &str = "/vault/agent";
 /// Projected service-account token path inside a pod.
 pub const SA_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+/// The agent's executable: the command of the injected agent containers,
+/// and the name `copy-self` gives the copy that `exec` runs from.
+pub const AGENT_BIN: &str = "vault-injector-agent";
 /// File the agent writes (in the state dir) once every secret is rendered;
-/// `vault-injector probe` checks it.
+/// `vault-injector-agent probe` checks it.
 pub const READY_FILE: &str = "ready";
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +53,7 @@ pub struct AgentConfig {
     /// Files to render.
     #[serde(default)]
     pub secrets: Vec<SecretSpec>,
-    /// Env vars for `vault-injector exec` (resolved at exec time).
+    /// Env vars for `vault-injector-agent exec` (resolved at exec time).
     #[serde(default)]
     pub env: Vec<EnvSpec>,
     /// Seconds between re-reads of static secrets in sidecar mode.

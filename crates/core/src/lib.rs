@@ -3,7 +3,7 @@
 //! profiles) and how (the JSON patch), plus the contract the webhook hands to
 //! the in-pod agent. No I/O runtime, HTTP server, Kubernetes client or Vault
 //! client: `cargo tree -p vault-injector-core -e normal` shows it, and
-//! `make test` checks it (scripts/check-core-deps.sh).
+//! `make test` checks it (scripts/check-deps.sh).
 //!
 //! Without the `k8s` feature only what the agent needs is built: the
 //! contract, the audit records and the template and env-reference dialects.

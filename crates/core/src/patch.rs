@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::annotations::{Lifecycle, STATUS, STATUS_INJECTED};
 use crate::config::WebhookConfig;
-use crate::contract::{AuthMethod, AGENT_CONFIG_ENV, SECRETS_DIR, STATE_DIR};
+use crate::contract::{AuthMethod, AGENT_BIN, AGENT_CONFIG_ENV, SECRETS_DIR, STATE_DIR};
 use crate::plan::{
     ExecTarget, Plan, Remount, AGENT_CONTAINER, BIN_DIR, BIN_VOLUME, COPY_CONTAINER,
     INIT_CONTAINER, SECRETS_VOLUME, STATE_VOLUME, TOKEN_DIR, TOKEN_VOLUME,
@@ -260,7 +260,7 @@ fn exec_mounts(plan: &Plan) -> Vec<VolumeMount> {
     m
 }
 
-/// `command: [/vault/bin/vault-injector, exec, --, ORIGINAL...]` (args are
+/// `command: [/vault/bin/vault-injector-agent, exec, --, ORIGINAL...]` (args are
 /// left as they are: the kubelet appends them after the command) and the
 /// config `exec` reads, which names paths and keys, never values.
 fn exec_rewrite(ops: &mut Vec<AddOp>, plan: &Plan, e: &ExecTarget) {
@@ -271,7 +271,7 @@ fn exec_rewrite(ops: &mut Vec<AddOp>, plan: &Plan, e: &ExecTarget) {
     };
     let index = e.index.to_string();
     let mut command = vec![
-        format!("{BIN_DIR}/vault-injector"),
+        format!("{BIN_DIR}/{AGENT_BIN}"),
         "exec".to_string(),
         "--".to_string(),
     ];
@@ -460,7 +460,7 @@ fn agent_container(
         name: name.into(),
         image: Some(plan.image.clone()),
         image_pull_policy: Some(cfg.agent.image_pull_policy.clone()),
-        command: Some(vec!["vault-injector".into()]),
+        command: Some(vec![AGENT_BIN.into()]),
         args: Some(vec!["agent".into(), "--mode".into(), mode.into()]),
         env: Some(vec![EnvVar {
             name: AGENT_CONFIG_ENV.into(),
@@ -471,7 +471,7 @@ fn agent_container(
         restart_policy: native.then(|| "Always".into()),
         startup_probe: startup_probe.then(|| Probe {
             exec: Some(ExecAction {
-                command: Some(vec!["vault-injector".into(), "probe".into()]),
+                command: Some(vec![AGENT_BIN.into(), "probe".into()]),
             }),
             period_seconds: Some(1),
             failure_threshold: Some(STARTUP_PROBE_SECONDS),
@@ -565,7 +565,7 @@ mod tests {
         let probe = agent.startup_probe.as_ref().unwrap();
         assert_eq!(
             probe.exec.as_ref().unwrap().command.as_ref().unwrap(),
-            &["vault-injector", "probe"]
+            &["vault-injector-agent", "probe"]
         );
         assert_eq!(probe.period_seconds, Some(1));
         let sc = agent.security_context.as_ref().unwrap();
@@ -831,7 +831,7 @@ mod tests {
         assert_eq!(
             app.command.as_deref().unwrap(),
             [
-                "/vault/bin/vault-injector",
+                "/vault/bin/vault-injector-agent",
                 "exec",
                 "--",
                 "/srv/app",

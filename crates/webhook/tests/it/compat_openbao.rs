@@ -101,7 +101,7 @@ fn vault_k8s_pod_renders_files_where_vault_agent_would() {
         "injected"
     );
 
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let out = agent::run_init(&cfg, &dirs);
     let text = agent::text(&out);
     assert!(out.status.success(), "agent failed:\n{text}");
@@ -158,7 +158,7 @@ fn exec(bao: &OpenBao, dirs: &AgentDirs, env: &[(&str, &str)], program: &[&str])
 #[test]
 fn exec_puts_secrets_in_the_programs_environment_only() {
     let Some(bao) = bao() else { return };
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let out = exec(
         &bao,
         &dirs,
@@ -218,7 +218,7 @@ fn exec_reads_pinned_versions() {
         "web/db",
         &json!({"username": "app", "password": "second"}),
     );
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let out = exec(
         &bao,
         &dirs,
@@ -245,7 +245,7 @@ fn exec_reads_pinned_versions() {
 #[test]
 fn exec_keeps_the_pid_and_the_program_gets_signals() {
     let Some(bao) = bao() else { return };
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let mut child = exec(
         &bao,
         &dirs,
@@ -277,7 +277,7 @@ fn exec_keeps_the_pid_and_the_program_gets_signals() {
 #[test]
 fn exec_fails_before_the_program_starts_naming_what_is_wrong() {
     let Some(bao) = bao() else { return };
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let marker = dirs.dir.path().join("started");
     let program = format!("touch {}", marker.display());
     for (env, want) in [
@@ -312,4 +312,20 @@ fn exec_fails_before_the_program_starts_naming_what_is_wrong() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(127));
+}
+
+/// Pods injected by older versions run `vault-injector copy-self` and then
+/// `/vault/bin/vault-injector exec`: the alias keeps the webhook binary's
+/// name for its copy.
+#[test]
+fn the_copy_self_alias_keeps_the_webhook_binary_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(support::bin())
+        .arg("copy-self")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.path().join("vault-injector").is_file());
+    assert!(!dir.path().join("vault-injector-agent").exists());
 }

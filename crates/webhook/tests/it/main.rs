@@ -3,9 +3,6 @@
 
 mod support;
 
-mod agent_errors;
-mod agent_init;
-mod agent_sidecar;
 mod chart;
 mod compat_openbao;
 mod compat_vaultk8s;
@@ -19,7 +16,6 @@ mod policy_reload;
 mod policy_rules;
 mod properties;
 mod reinvocation;
-mod render_roundtrip;
 mod server_abuse;
 mod volumes_jwt_openbao;
 mod volumes_openbao;

@@ -1,53 +1,11 @@
-//! Helpers shared by the integration tests: finding the real tools the
-//! project's scripts install, and free loopback ports.
-#![allow(dead_code)]
+//! The shared test kit, plus what only the webhook's tests need: the
+//! webhook binary, its fixtures and a running webhook.
 
 use std::path::PathBuf;
 
-/// Finds an external tool (`bao`, `helm`, `kubernetes-validate`, `initdb`...)
-/// in `.tools/bin` (installed by `scripts/install-tools.sh`) or on PATH.
-///
-/// Missing tool: under `CI=true` the test fails; elsewhere it is skipped with
-/// a loud message. Integration tests never skip silently in CI.
-pub fn require_tool(name: &str) -> Option<PathBuf> {
-    if let Some(p) = find_tool(name) {
-        return Some(p);
-    }
-    let msg = format!(
-        "required tool `{name}` not found in .tools/bin or PATH; run scripts/install-tools.sh"
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPING (not in CI): {msg}");
-    None
-}
+pub use vault_injector_testkit::*;
 
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let local = root().join(".tools/bin").join(name);
-    if local.exists() {
-        return Some(local);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral loopback port")
-}
-
-/// The repository root (the workspace), where `.tools/`, `charts/`,
-/// `tests/chart/` and `examples/` are.
-pub fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
+pub mod webhook;
 
 /// Path of a fixture under this crate's `tests/data/`.
 pub fn data(name: &str) -> PathBuf {
@@ -57,11 +15,7 @@ pub fn data(name: &str) -> PathBuf {
 }
 
 /// The built `vault-injector` binary (integration tests run the real one).
+/// It also runs the agent's commands, as aliases.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vault-injector"))
 }
-pub mod agent;
-pub mod bao_dev;
-pub mod openbao;
-pub mod postgres;
-pub mod webhook;

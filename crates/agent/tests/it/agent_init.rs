@@ -35,7 +35,7 @@ const VALUES: &[&str] = &[PASSWORD, "pa55-", API_KEY, "never-readable"];
 #[test]
 fn init_renders_every_format_with_modes_and_audit() {
     let Some(bao) = seeded() else { return };
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let cfg = config(
         &bao,
         json!([
@@ -141,7 +141,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn approle_login_renders() {
     let Some(bao) = seeded() else { return };
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let (role_id, secret_id) = bao.approle_files(dirs.dir.path());
     let mut cfg = config(
         &bao,
@@ -188,7 +188,7 @@ fn expect_failure(
     code: i32,
     needles: &[&str],
 ) -> Vec<serde_json::Value> {
-    let dirs = AgentDirs::new(bao);
+    let dirs = AgentDirs::new(support::bin(), bao);
     let out = run_init(&cfg, &dirs);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(code), "{all}");
@@ -250,7 +250,7 @@ fn failures_are_named_with_distinct_exit_codes() {
 
     let mut escape = config(&bao, one("secret/app/db"));
     escape["secrets"][0]["file"] = json!("../outside");
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let out = run_init(&escape, &dirs);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("../outside"));
@@ -259,7 +259,7 @@ fn failures_are_named_with_distinct_exit_codes() {
 #[test]
 fn bad_config_exits_2_naming_the_problem() {
     let Some(bao) = OpenBao::start() else { return };
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let out = support::agent::command(&json!({"vault": {"address": "x"}}), &dirs, "init")
         .env("VAULT_INJECTOR_CONFIG", "{\"vault\":{}}")
         .output()
@@ -280,7 +280,7 @@ fn bad_config_exits_2_naming_the_problem() {
 #[test]
 fn failed_render_keeps_the_last_good_file_and_probe_follows_readiness() {
     let Some(bao) = seeded() else { return };
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let probe = |dirs: &AgentDirs| {
         std::process::Command::new(support::bin())
             .args(["probe", "--state-dir", dirs.state.to_str().unwrap()])
@@ -323,14 +323,14 @@ fn https_with_the_configured_ca_and_a_clear_error_without_it() {
 
     let mut cfg = config(&bao, spec.clone());
     cfg["vault"]["caPem"] = json!(bao.ca_pem());
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let out = run_init(&cfg, &dirs);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(dirs.read("tls"), "over-tls-4242");
     assert_no_leaks(&text(&out), &["over-tls"]);
 
     // No CA: the server's certificate is not trusted; the error says so.
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let out = run_init(&config(&bao, spec.clone()), &dirs);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
@@ -339,7 +339,7 @@ fn https_with_the_configured_ca_and_a_clear_error_without_it() {
     // tlsSkipVerify (labs only) connects anyway, and says so.
     let mut cfg = config(&bao, spec);
     cfg["vault"]["tlsSkipVerify"] = json!(true);
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let out = run_init(&cfg, &dirs);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("TLS verification of Vault is disabled"));

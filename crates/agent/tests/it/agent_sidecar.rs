@@ -87,7 +87,7 @@ fn kv_update_is_rerendered_and_the_reload_signal_reaches_the_app() {
     let Some(bao) = OpenBao::start() else { return };
     bao.configure();
     bao.kv_put("secret", "web", &json!({"api_key": "first-key-1111"}));
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let Some((name, hup_file, mut app)) = reload_target(dirs.dir.path()) else {
         return;
     };
@@ -196,7 +196,7 @@ fn database_credentials_are_renewed_then_rotated_and_log_in() {
             "max_ttl": "12s",
         }),
     );
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let cfg = config(
         &bao,
         json!([{"name": "db", "path": "database/creds/app", "file": "db.json"}]),
@@ -251,7 +251,7 @@ fn openbao_restart_keeps_last_good_files_and_recovers() {
     };
     bao.configure();
     bao.kv_put("secret", "svc", &json!({"password": "before-restart-7777"}));
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let cfg = config(
         &bao,
         json!([{"name": "svc", "path": "secret/data/svc", "file": "svc", "format": "raw", "key": "password"}]),
@@ -310,7 +310,7 @@ fn sigterm_stops_cleanly_and_revokes_the_token() {
     let Some(bao) = OpenBao::start() else { return };
     bao.configure();
     bao.kv_put("secret", "svc", &json!({"k": "value-revoke-5555"}));
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let mut cfg = config(
         &bao,
         json!([{"name": "svc", "path": "secret/svc", "file": "svc"}]),
@@ -350,7 +350,7 @@ fn token_is_renewed_then_replaced_by_a_fresh_login_near_max_ttl() {
             "token_max_ttl": "7s",
         }),
     );
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let mut cfg = config(
         &bao,
         json!([{"name": "svc", "path": "secret/svc", "file": "svc"}]),

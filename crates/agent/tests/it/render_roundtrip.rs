@@ -224,7 +224,7 @@ fn json_and_yaml_read_back_as_openbao_holds_them_in_yaml_1_1_and_1_2() {
     let Some(py) = python() else { return };
     bao.configure();
     kv_put_text(&bao, "hostile", &hostile_json());
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let cfg = config(
         &bao,
         json!([
@@ -325,7 +325,7 @@ fn env_files_read_back_in_sh_bash_and_dash_and_nul_is_refused_by_key() {
         "collide",
         &json!({"db-user": "first-collide", "db.user": "second-collide"}),
     );
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let cfg = config(
         &bao,
         json!([{"name": "shell", "path": "secret/data/shell", "file": "s.env", "format": "env"}]),
@@ -362,7 +362,7 @@ fn env_files_read_back_in_sh_bash_and_dash_and_nul_is_refused_by_key() {
             &["first-collide", "second-collide"][..],
         ),
     ] {
-        let dirs = AgentDirs::new(&bao);
+        let dirs = AgentDirs::new(support::bin(), &bao);
         let cfg = config(
             &bao,
             json!([{"name": "bad", "path": path, "file": "bad.env", "format": "env"}]),

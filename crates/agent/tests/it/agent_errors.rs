@@ -52,7 +52,7 @@ fn template_errors_never_quote_the_secret() {
     .iter()
     .enumerate()
     {
-        let dirs = AgentDirs::new(&bao);
+        let dirs = AgentDirs::new(support::bin(), &bao);
         let cfg = config(
             &bao,
             json!([{"name": "tmpl", "path": "secret/data/app/db", "file": "out",
@@ -89,7 +89,7 @@ fn exec(bao: &OpenBao, dirs: &AgentDirs, env: &[(String, String)]) -> std::proce
 #[test]
 fn exec_names_the_variable_a_value_cannot_go_into() {
     let Some(bao) = seeded() else { return };
-    let dirs = AgentDirs::new(&bao);
+    let dirs = AgentDirs::new(support::bin(), &bao);
     let values = [PASSWORD, NUL_HEAD, "after", &LONG_UNIT.repeat(4)];
     for (key, want) in [
         (

@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 use super::openbao::{OpenBao, NAMESPACE, ROLE, SERVICE_ACCOUNT};
 
 pub struct AgentDirs {
+    /// The binary that runs the agent's commands.
+    pub bin: PathBuf,
     pub dir: tempfile::TempDir,
     pub secrets: PathBuf,
     pub state: PathBuf,
@@ -18,11 +20,12 @@ pub struct AgentDirs {
 }
 
 impl AgentDirs {
-    pub fn new(bao: &OpenBao) -> Self {
+    pub fn new(bin: PathBuf, bao: &OpenBao) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let jwt = dir.path().join("sa-token");
         std::fs::write(&jwt, bao.mint_sa_token(NAMESPACE, SERVICE_ACCOUNT)).unwrap();
         Self {
+            bin,
             secrets: dir.path().join("secrets"),
             state: dir.path().join("state"),
             jwt,
@@ -49,7 +52,7 @@ pub fn config(bao: &OpenBao, secrets: Value) -> Value {
 }
 
 pub fn command(cfg: &Value, dirs: &AgentDirs, mode: &str) -> Command {
-    let mut c = Command::new(super::bin());
+    let mut c = Command::new(&dirs.bin);
     c.args([
         "agent",
         "--mode",
