@@ -324,7 +324,7 @@ impl Agent {
             ..Default::default()
         };
         fill(&mut rec);
-        audit::emit_agent(event, &rec);
+        emit_audit_line(&audit::agent_line(event, &rec));
     }
 
     fn audit_error(&self, spec: Option<&SecretSpec>, err: &dyn std::fmt::Display) {
@@ -754,6 +754,17 @@ fn same_file(path: &Path, mode: u32, bytes: &[u8]) -> bool {
 /// For `probe` and tests: is the agent ready in `state_dir`?
 pub fn is_ready(state_dir: &Path) -> bool {
     state_dir.join(READY_FILE).is_file()
+}
+
+/// Writes one audit line to stdout. A failed write (closed stdout) is
+/// reported on stderr rather than panicking the agent.
+fn emit_audit_line(line: &str) {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush()) {
+        tracing::error!(error = %e, "cannot write audit line to stdout");
+    }
 }
 
 #[cfg(test)]

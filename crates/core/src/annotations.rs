@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
 
+use crate::compat::goparse::parse_bool;
 use crate::contract::{AuthMethod, Format, Reload};
 
 /// Our annotation prefix.
@@ -256,7 +257,7 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
         let value = value.as_str();
         let mut bad = |msg: String| problems.push(Problem::new(key, msg));
         match suffix {
-            "inject" => match parse_bool(value) {
+            "inject" => match parse_bool(value).ok() {
                 Some(b) => req.inject = Some(b),
                 None => bad(format!(
                     "{value:?} is not a boolean (use true or false; \
@@ -575,16 +576,6 @@ fn build_secret(name: &str, c: &Companions<'_>) -> Result<SecretRequest, Vec<Pro
     }
 }
 
-/// Booleans exactly as Go's `strconv.ParseBool` accepts them (vault-k8s
-/// users write them that way).
-pub fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 fn non_blank(s: &str) -> Option<&str> {
     let t = s.trim();
     (!t.is_empty()).then_some(t)
@@ -664,7 +655,7 @@ fn parse_volume(name: &str, value: &str) -> Result<VolumeRequest, String> {
             }
             "readOnly" => {
                 v.read_only = Some(
-                    parse_bool(val).ok_or_else(|| format!("readOnly {val:?} is not a boolean"))?,
+                    parse_bool(val).map_err(|_| format!("readOnly {val:?} is not a boolean"))?,
                 )
             }
             other => {
@@ -1095,13 +1086,13 @@ mod tests {
     #[test]
     fn go_booleans() {
         for t in ["1", "t", "T", "TRUE", "true", "True"] {
-            assert_eq!(parse_bool(t), Some(true), "{t}");
+            assert_eq!(parse_bool(t).ok(), Some(true), "{t}");
         }
         for f in ["0", "f", "F", "FALSE", "false", "False"] {
-            assert_eq!(parse_bool(f), Some(false), "{f}");
+            assert_eq!(parse_bool(f).ok(), Some(false), "{f}");
         }
         for bad in ["yes", "no", "tRUE", "", " true", "2", "on"] {
-            assert_eq!(parse_bool(bad), None, "{bad}");
+            assert_eq!(parse_bool(bad).ok(), None, "{bad}");
         }
     }
 

@@ -6,8 +6,6 @@
 //! paths and digests, never secret values: the types below have no field that
 //! could carry one.
 
-use std::io::Write;
-
 use serde::Serialize;
 
 /// What the webhook decided.
@@ -139,24 +137,6 @@ pub fn agent_line(event: AgentEvent, record: &AgentAudit) -> String {
         record,
     })
     .expect("audit record serializes")
-}
-
-/// Writes one audit line to stdout. A failed write (closed stdout) is
-/// reported on stderr rather than panicking the server.
-pub fn emit_line(line: &str) {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush()) {
-        tracing::error!(error = %e, "cannot write audit line to stdout");
-    }
-}
-
-pub fn emit_admission(record: &AdmissionAudit) {
-    emit_line(&admission_line(record));
-}
-
-pub fn emit_agent(event: AgentEvent, record: &AgentAudit) {
-    emit_line(&agent_line(event, record));
 }
 
 #[cfg(test)]

@@ -94,7 +94,6 @@ pub struct Plan {
     pub role: Option<String>,
     pub env: Vec<EnvRequest>,
     pub volumes: Vec<VolumeRequest>,
-    pub pod_name: String,
     /// Where target containers see the secrets (vault-k8s
     /// `secret-volume-path`; `/vault/secrets` otherwise).
     pub secrets_mount_path: String,
@@ -211,7 +210,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         }
         (None, None) => return Ok(Planned::Skip(format!("no {INJECT} annotation"))),
         (Some(v), None) => {
-            if annotations::parse_bool(v) == Some(false) {
+            if goparse::parse_bool(v) == Ok(false) {
                 return Ok(Planned::Skip(format!("{INJECT} is false")));
             }
             (annotations::from_annotations(annotations)?, None)
@@ -353,7 +352,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         log_format: cfg.agent.log_format,
         pod: PodIdentity {
             namespace: ctx.namespace.clone(),
-            name: pod_name.clone(),
+            name: pod_name,
             service_account: service_account(pod).to_string(),
         },
     };
@@ -417,7 +416,6 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         role,
         env,
         volumes,
-        pod_name,
         secrets_mount_path,
         resources,
         image: cfg.agent.image.clone(),

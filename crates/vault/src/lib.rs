@@ -299,10 +299,6 @@ impl Vault {
         })
     }
 
-    pub fn address(&self) -> &str {
-        &self.addr
-    }
-
     /// The current token (to persist in the agent-only state dir).
     pub fn token(&self) -> &str {
         &self.client.settings.token

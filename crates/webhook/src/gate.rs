@@ -100,10 +100,6 @@ impl Gate {
         Some(crate::policy_reload::spawn(self.policy.clone(), interval))
     }
 
-    pub fn policy(&self) -> &Arc<PolicyHandle> {
-        &self.policy
-    }
-
     pub fn profiles(&self) -> &Arc<ProfileStore> {
         &self.profiles
     }

@@ -8,12 +8,14 @@
 
 pub mod admin;
 pub mod admission;
+pub mod audit_sink;
 pub mod autotls;
 pub mod certs;
 pub mod cli;
 pub mod events;
 pub mod gate;
 pub mod lint;
+pub mod logging;
 pub mod manifests;
 pub mod metrics;
 pub mod policy_reload;

@@ -310,11 +310,6 @@ impl ProfileStore {
         tracing::debug!(mount = %mount, "webhook logged in to Vault");
         Ok(Session { client, refresh_at })
     }
-
-    /// Drops every cached profile (tests, and an operator-triggered refresh).
-    pub fn clear_cache(&self) {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
 }
 
 /// A vaultrs error with its causes, without anything from the request body

@@ -113,15 +113,6 @@ pub fn normalize_address(address: &str) -> Option<String> {
     Some(format!("{scheme}://{}", rest.to_ascii_lowercase()))
 }
 
-/// Go's `strconv.ParseBool`, which vault-k8s uses.
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 /// Decides every connection-related annotation on a pod. Pure; call it from
 /// planning with the pod's annotations and the operator's settings, and
 /// apply the result to the agent's [`crate::contract::VaultConnection`].
@@ -186,7 +177,7 @@ pub fn connection_overrides(
         let Some(value) = annotations.get(*key) else {
             continue;
         };
-        let Some(skip) = parse_bool(value) else {
+        let Ok(skip) = crate::compat::goparse::parse_bool(value) else {
             return Err(denial(
                 key,
                 format!("{} is not a boolean (true/false, 1/0, t/f)", shown(value)),
