@@ -33,9 +33,8 @@ command -v wrk >/dev/null || { echo "bench-webhook: wrk not found; run scripts/i
 [ -f "$FIXTURE" ] || { echo "bench-webhook: fixture $FIXTURE missing" >&2; exit 2; }
 
 echo "building release binaries..." >&2
-# Two invocations: building an example pulls in dev-dependency features,
-# which changes the library's symbol names, and the binary must be the one
-# link/symbol-order.txt was made for (as `cargo build --release` makes it).
+# Two invocations: building an example pulls in dev-dependency features;
+# the binary measured is the one `cargo build --release` makes.
 cargo build --release --quiet --bin vault-injector
 cargo build --release --quiet --example ceiling
 bin=target/release/vault-injector
