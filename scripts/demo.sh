@@ -8,7 +8,7 @@
 #      patch and the admission audit line shown; the same rewrite done
 #      offline by `vault-injector mutate`, whose injected container carries
 #      the agent config in its VAULT_INJECTOR_CONFIG env var;
-#   4. `vault-injector agent --mode init` run with that config against OpenBao;
+#   4. `vault-injector-agent agent --mode init` run with that config against OpenBao;
 #   5. the rendered file and the agent's audit lines printed.
 set -euo pipefail
 
@@ -25,9 +25,10 @@ done
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "building vault-injector"
-(cd "$root" && cargo build --quiet --bin vault-injector)
+say "building vault-injector and vault-injector-agent"
+(cd "$root" && cargo build --quiet --bin vault-injector --bin vault-injector-agent)
 vi="$root/target/debug/vault-injector"
+via="$root/target/debug/vault-injector-agent"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN=root HOME="$work"
@@ -137,10 +138,10 @@ python3 -c 'import json; p=json.load(open("mutated.json")); p=p.get("items",[p])
 echo "agent config (no secret values in it):"
 python3 -m json.tool agent-config.json
 
-say "vault-injector agent --mode init"
+say "vault-injector-agent agent --mode init"
 mkdir -p secrets state
 set +e
-VAULT_INJECTOR_CONFIG="$(cat agent-config.json)" "$vi" agent --mode init \
+VAULT_INJECTOR_CONFIG="$(cat agent-config.json)" "$via" agent --mode init \
   --vault-addr "$BAO_ADDR" --secrets-dir secrets --state-dir state --token-file sa-token \
   >audit.jsonl 2>agent.log
 rc=$?
@@ -158,4 +159,4 @@ say "audit lines (stdout of the agent)"
 cat audit.jsonl
 
 say "probe"
-"$vi" probe --state-dir state && echo "probe: ready"
+"$via" probe --state-dir state && echo "probe: ready"
