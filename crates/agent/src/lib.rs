@@ -8,9 +8,9 @@
 // The tests need `pre_exec` to start a child that ignores a signal.
 #![cfg_attr(not(test), forbid(unsafe_code))]
 
-pub mod agent;
+mod agent;
 pub mod cli;
-pub mod exec;
-pub mod logging;
-pub mod probe;
-pub mod render;
+mod exec;
+mod logging;
+mod probe;
+mod render;

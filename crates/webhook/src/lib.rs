@@ -6,19 +6,19 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
+mod admin;
 pub mod admission;
-pub mod audit_sink;
+mod audit_sink;
 pub mod autotls;
 pub mod certs;
 pub mod cli;
-pub mod events;
+mod events;
 pub mod gate;
-pub mod lint;
-pub mod logging;
-pub mod manifests;
-pub mod metrics;
+mod lint;
+mod logging;
+mod manifests;
+mod metrics;
 pub mod policy_reload;
 pub mod profile_store;
 pub mod server;
-pub mod tls;
+mod tls;
