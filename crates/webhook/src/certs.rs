@@ -8,10 +8,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{Issuer, KeyPair, KeyUsagePurpose};
+
+use crate::autotls::pki;
 
 #[derive(Debug, clap::Args)]
 pub struct CertsArgs {
@@ -105,28 +104,16 @@ pub fn generate(hosts: &[String], days: u32) -> Result<Bundle> {
     let not_after = now + time::Duration::days(i64::from(days));
 
     let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name
-        .push(DnType::CommonName, "vault-injector local CA");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.not_before = not_before;
-    ca.not_after = not_after;
+    let ca = pki::ca_params("vault-injector local CA", not_before, not_after);
     let ca_cert = ca.self_signed(&ca_key)?;
 
     let key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(hosts.to_vec())?;
-    leaf.distinguished_name
-        .push(DnType::CommonName, hosts[0].as_str());
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.use_authority_key_identifier_extension = true;
-    leaf.not_before = not_before;
-    leaf.not_after = not_after;
+    let leaf = pki::serving_params(
+        hosts,
+        vec![KeyUsagePurpose::DigitalSignature],
+        not_before,
+        not_after,
+    )?;
     let ca_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca, ca_key);
     let cert = leaf.signed_by(&key, &issuer)?;

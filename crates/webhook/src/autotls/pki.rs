@@ -357,7 +357,7 @@ pub fn issue(
             let cn = ca
                 .common_name
                 .ok_or_else(|| Error::Pem("CA certificate has no common name".into()))?;
-            let issuer = Issuer::new(ca_params(&cn, now, policy), ca_key);
+            let issuer = Issuer::new(rotating_ca_params(&cn, now, policy), ca_key);
             let (cert_pem, key_pem) = serving_cert(&issuer, dns_names, policy, now)?;
             Ok(TlsMaterial {
                 ca_pem: keep_unexpired(&m.ca_pem, now),
@@ -392,7 +392,13 @@ fn keep_unexpired(bundle: &str, now: OffsetDateTime) -> String {
     )
 }
 
-fn ca_params(common_name: &str, now: OffsetDateTime, policy: &Policy) -> CertificateParams {
+/// A CA that signs serving certificates only (path length 0): what
+/// auto-TLS rotates and what `certs` writes for local use.
+pub(crate) fn ca_params(
+    common_name: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -403,9 +409,48 @@ fn ca_params(common_name: &str, now: OffsetDateTime, policy: &Policy) -> Certifi
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.not_before = now - Duration::from_secs(3600);
-    params.not_after = now + policy.ca_validity;
+    params.not_before = not_before;
+    params.not_after = not_after;
     params
+}
+
+/// Auto-TLS's CA: backdated an hour for clock skew, valid per the policy.
+fn rotating_ca_params(
+    common_name: &str,
+    now: OffsetDateTime,
+    policy: &Policy,
+) -> CertificateParams {
+    ca_params(
+        common_name,
+        now - Duration::from_secs(3600),
+        now + policy.ca_validity,
+    )
+}
+
+/// A TLS server certificate for `hosts` (DNS names or IP addresses; the
+/// first is the subject's common name).
+pub(crate) fn serving_params(
+    hosts: &[String],
+    key_usages: Vec<KeyUsagePurpose>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(hosts.to_vec())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        hosts
+            .first()
+            .map(String::as_str)
+            .unwrap_or("vault-injector"),
+    );
+    params.distinguished_name = dn;
+    params.key_usages = key_usages;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    Ok(params)
 }
 
 fn new_ca_and_cert(
@@ -421,7 +466,7 @@ fn new_ca_and_cert(
         now.unix_timestamp(),
         rand::random::<u32>()
     );
-    let params = ca_params(&cn, now, policy);
+    let params = rotating_ca_params(&cn, now, policy);
     let ca_cert = params.self_signed(&ca_key)?;
     let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(params, ca_key);
@@ -441,24 +486,15 @@ fn serving_cert(
     now: OffsetDateTime,
 ) -> Result<(String, String)> {
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(dns_names.to_vec())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        dns_names
-            .first()
-            .map(String::as_str)
-            .unwrap_or("vault-injector"),
-    );
-    params.distinguished_name = dn;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = now - Duration::from_secs(3600);
-    params.not_after = now + policy.cert_validity;
+    let params = serving_params(
+        dns_names,
+        vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ],
+        now - Duration::from_secs(3600),
+        now + policy.cert_validity,
+    )?;
     let cert = params.signed_by(&key, issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
