@@ -867,22 +867,24 @@ pub(crate) fn check_template_within(source: &str, limit: usize, what: &str) -> R
         return Ok(());
     }
     check_tag_sizes(source)?;
-    // Building an environment registers every builtin filter; one shared
-    // instance keeps this check cheap on the admission path.
-    static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
-    ENV.get_or_init(minijinja::Environment::new)
-        .template_from_str(source)
-        .map_err(|e| {
-            // minijinja's parser stops at a fixed depth (tested below to fit
-            // a tokio worker's stack); say which limit it is.
-            if e.to_string().contains("recursion limit") {
-                format!(
-                    "template nesting exceeds {TEMPLATE_NESTING} levels (expressions and blocks)"
-                )
-            } else {
-                format!("the template does not parse: {e}")
-            }
-        })?;
+    // Parsing alone finds every error compiling would (minijinja's code
+    // generator cannot fail), without the instruction list: for a 64 KiB
+    // template that list is most of the admission's memory.
+    minijinja::machinery::parse(
+        source,
+        "template",
+        Default::default(),
+        minijinja::machinery::WhitespaceConfig::default(),
+    )
+    .map_err(|e| {
+        // minijinja's parser stops at a fixed depth (tested below to fit
+        // a tokio worker's stack); say which limit it is.
+        if e.to_string().contains("recursion limit") {
+            format!("template nesting exceeds {TEMPLATE_NESTING} levels (expressions and blocks)")
+        } else {
+            format!("the template does not parse: {e}")
+        }
+    })?;
     if source.len() <= TEMPLATE_CACHE_MAX_LEN {
         TEMPLATES_OK.with(|ok| {
             let mut ok = ok.borrow_mut();
@@ -901,11 +903,18 @@ pub(crate) fn check_template_within(source: &str, limit: usize, what: &str) -> R
 /// recurses on long operator chains: bounding each tag bounds all of these.
 pub const MAX_TAG_TOKENS: usize = 512;
 
+/// Most tokens in all the tags of one template (literal text not counted).
+/// The syntax tree the admission check builds is about 33 bytes a token and
+/// is dropped before the next template is checked, so this bounds the
+/// check's memory (~0.5 MiB) whatever the template's size.
+pub const MAX_TEMPLATE_TOKENS: usize = 16 * 1024;
+
 /// Counts tokens per tag with minijinja's own lexer, so the count is exactly
 /// what its parser would see.
 fn check_tag_sizes(source: &str) -> Result<(), String> {
     use minijinja::machinery::{tokenize, Token, WhitespaceConfig};
     let mut in_tag = 0usize;
+    let mut total = 0usize;
     for tok in tokenize(
         source,
         false,
@@ -921,9 +930,15 @@ fn check_tag_sizes(source: &str) -> Result<(), String> {
             Token::VariableEnd | Token::BlockEnd | Token::TemplateData(_) => {}
             _ => {
                 in_tag += 1;
+                total += 1;
                 if in_tag > MAX_TAG_TOKENS {
                     return Err(format!(
                         "a template tag has more than {MAX_TAG_TOKENS} tokens"
+                    ));
+                }
+                if total > MAX_TEMPLATE_TOKENS {
+                    return Err(format!(
+                        "the template has more than {MAX_TEMPLATE_TOKENS} tokens in its tags"
                     ));
                 }
             }
@@ -1056,7 +1071,9 @@ mod tests {
                     assert!(src.len() <= MAX_TEMPLATE_BYTES, "{name}");
                     match check_template(&src) {
                         Err(e) => assert!(
-                            e.contains("exceeds 150 levels") || e.contains("more than 512 tokens"),
+                            e.contains("exceeds 150 levels")
+                                || e.contains("more than 512 tokens")
+                                || e.contains("more than 16384 tokens in its tags"),
                             "{name}: {e}"
                         ),
                         Ok(()) => {
@@ -1070,6 +1087,23 @@ mod tests {
             })
             .unwrap();
         handle.join().expect("no stack overflow");
+    }
+
+    #[test]
+    fn a_template_has_a_token_budget_whatever_its_size() {
+        // 4,000 small tags: each far under MAX_TAG_TOKENS, the whole over
+        // the budget that bounds the syntax tree the check builds.
+        let many = "{{ x.a.b.c }}".repeat(4000);
+        assert!(many.len() <= MAX_TEMPLATE_BYTES);
+        let e = check_template(&many).unwrap_err();
+        assert!(
+            e.contains(&format!("more than {MAX_TEMPLATE_TOKENS} tokens")),
+            "{e}"
+        );
+        // Literal text is not counted: a large mostly-literal template passes.
+        let text = format!("{}{{{{ x }}}}", "literal line\n".repeat(4000));
+        assert!(text.len() <= MAX_TEMPLATE_BYTES);
+        check_template(&text).unwrap();
     }
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

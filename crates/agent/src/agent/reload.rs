@@ -215,10 +215,24 @@ mod tests {
         panic!("{} stayed busy", exe.display());
     }
 
+    /// Waits until `name` shows in /proc: spawn returns once the child's
+    /// close-on-exec descriptors are closed, a moment before the kernel
+    /// sets its new name and arguments.
+    fn visible(name: &str) {
+        for _ in 0..200 {
+            if !targets(Some(name)).is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{name} never showed in /proc");
+    }
+
     #[test]
     fn a_signal_every_target_ignores_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let (deaf, mut deaf_child) = named_sleep(dir.path(), Some(Signal::SIGUSR2));
+        visible(&deaf);
         let err = send_signal("SIGUSR2", Some(&deaf)).unwrap_err();
         assert!(matches!(err, Error::Ignored { .. }), "{err}");
         assert!(err.to_string().contains(&deaf), "{err}");
@@ -227,6 +241,7 @@ mod tests {
         let _ = deaf_child.wait();
 
         let (live, mut live_child) = named_sleep(dir.path(), None);
+        visible(&live);
         assert_eq!(send_signal("SIGUSR2", Some(&live)).unwrap(), 1);
         let status = live_child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;

@@ -1306,7 +1306,14 @@ postgresql://{{ .Data.username }}:{{ .Data.password }}@postgres:5432/wizard
             ],
             0..24,
         )
-        .prop_map(|v| v.concat().replace("{{", "{ {"))
+        .prop_map(|v| {
+            // One pass of replace leaves `{{` behind in `{{{`.
+            let mut s = v.concat();
+            while s.contains("{{") {
+                s = s.replace("{{", "{ {");
+            }
+            s
+        })
         .prop_filter("no trailing {", |s| !s.ends_with('{'))
     }
 
