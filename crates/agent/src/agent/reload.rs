@@ -195,21 +195,7 @@ mod tests {
                 Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) => {
                     std::thread::sleep(std::time::Duration::from_millis(50))
                 }
-                other => {
-                    let child = other.unwrap();
-                    // spawn returns after fork, maybe before exec: until
-                    // then the child still has the test binary's name.
-                    let comm = format!("/proc/{}/comm", child.id());
-                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-                    while std::fs::read_to_string(&comm)
-                        .map(|c| c.trim() != name)
-                        .unwrap_or(true)
-                        && std::time::Instant::now() < deadline
-                    {
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                    return (name, child);
-                }
+                other => return (name, other.unwrap()),
             }
         }
         panic!("{} stayed busy", exe.display());
