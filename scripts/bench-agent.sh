@@ -37,9 +37,15 @@ shm=/dev/shm
 work=$(mktemp -d "$shm/bench-agent.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-echo "bench-agent: building the release agent binary" >&2
-(cd "$root" && cargo build --profile agent --quiet -p vault-injector-agent --bin vault-injector-agent)
-vi="$root/target/agent/vault-injector-agent"
+# AGENT_BIN measures another build of the agent (a static one, say)
+# instead of the one built here.
+if [ -n "${AGENT_BIN:-}" ]; then
+  vi=$AGENT_BIN
+else
+  echo "bench-agent: building the release agent binary" >&2
+  (cd "$root" && cargo build --profile agent --quiet -p vault-injector-agent --bin vault-injector-agent)
+  vi="$root/target/agent/vault-injector-agent"
+fi
 bao_bin=$(command -v bao)
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
