@@ -4,14 +4,15 @@
 #   scripts/bench-webhook.sh            (or: make bench-webhook)
 #
 # Both servers get the same AdmissionReview (crates/webhook/tests/data/review-3c5s.json: a pod
-# with 3 containers and 5 secrets) over HTTPS from wrk, at 4 and 64 keep-alive
-# connections, back to back. The ceiling (crates/webhook/examples/ceiling.rs) is hyper +
+# with 3 containers and 5 secrets) over HTTPS, back to back: HTTP/1.1 from wrk
+# at 4 and 64 keep-alive connections, and HTTP/2 (the API server's protocol
+# to webhooks) from h2load at 16 and 64 connections, one stream each. The ceiling (crates/webhook/examples/ceiling.rs) is hyper +
 # rustls that parses the body as JSON and returns a fixed "allowed" review.
 # Reported: admissions/s, mean/p50/p99 latency, non-2xx/socket errors, peak
 # RSS (VmHWM). The webhook's audit lines go to a file and are counted: one per
 # request answered.
 #
-# Env: DURATION (default 10s), WARMUP (2s), CONNS ("4 64"), THREADS (2),
+# Env: DURATION (default 10s), WARMUP (2s), CONNS ("4 64"), H2_CONNS ("16 64"), THREADS (2),
 #      ROUNDS (3), NICE (0), FIXTURE (crates/webhook/tests/data/review-3c5s.json).
 set -euo pipefail
 
@@ -20,6 +21,7 @@ cd "$root"
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 CONNS=${CONNS:-4 64}
+H2_CONNS=${H2_CONNS:-16 64}
 THREADS=${THREADS:-2}
 FIXTURE=${FIXTURE:-crates/webhook/tests/data/review-3c5s.json}
 ROUNDS=${ROUNDS:-3}
@@ -30,6 +32,7 @@ prio="nice -n $NICE"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 command -v wrk >/dev/null || { echo "bench-webhook: wrk not found; run scripts/install-tools.sh --bench" >&2; exit 2; }
+command -v h2load >/dev/null || { echo "bench-webhook: h2load not found; run scripts/install-tools.sh --bench" >&2; exit 2; }
 [ -f "$FIXTURE" ] || { echo "bench-webhook: fixture $FIXTURE missing" >&2; exit 2; }
 
 echo "building release binaries..." >&2
@@ -100,6 +103,33 @@ measure() { # url conns duration
   echo "$requests $duration_us $mean_us $p50_us $p99_us $non2xx $sockerr"
 }
 
+# h2load ... -> the same fields, from its per-request log (start, status,
+# microseconds to the end of the response).
+measure_h2() { # url conns duration
+  local t=$THREADS log=$work/h2.log
+  [ "$2" -lt "$t" ] && t=$2
+  rm -f "$log" # h2load appends to its log
+  $prio h2load -t"$t" -c"$2" -m1 -D"${3%s}" -d "$root/$FIXTURE" \
+    -H 'content-type: application/json' --log-file="$log" "$1" >"$work/h2.out"
+  python3 - "$log" "${3%s}" "$work/h2.out" <<'PY'
+import re, statistics, sys
+lat, non2xx = [], 0
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) < 3:
+        continue
+    lat.append(int(f[2]))
+    non2xx += not f[1].startswith("2")
+out = open(sys.argv[3]).read()
+errored = re.search(r"(\d+) errored", out)
+lat.sort()
+pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0
+mean = int(statistics.fmean(lat)) if lat else 0
+print(len(lat), int(float(sys.argv[2]) * 1e6), mean, pick(0.5), pick(0.99), non2xx,
+      errored.group(1) if errored else 0)
+PY
+}
+
 declare -A port pid
 for name in webhook ceiling; do
   port[$name]=$(free_port)
@@ -115,14 +145,16 @@ warm_lines=$(wc -l <"$work/audit.jsonl")
 samples=$work/samples
 : >"$samples"
 answered=0
-for c in $CONNS; do
+for point in $(for c in $CONNS; do echo "http1:$c"; done; for c in $H2_CONNS; do echo "h2:$c"; done); do
+  proto=${point%%:*} c=${point#*:}
   for r in $(seq 1 "$ROUNDS"); do
     for name in webhook ceiling; do
+      if [ "$proto" = h2 ]; then run=measure_h2; else run=measure; fi
       read -r requests duration_us mean_us p50_us p99_us non2xx sockerr \
-        < <(measure "https://127.0.0.1:${port[$name]}/mutate" "$c" "$DURATION")
+        < <($run "https://127.0.0.1:${port[$name]}/mutate" "$c" "$DURATION")
       [ "$name" = webhook ] && answered=$((answered + requests))
-      echo "$name $c $r $requests $duration_us $mean_us $p50_us $p99_us $non2xx $sockerr" >>"$samples"
-      echo "round $r $name c=$c: $requests requests in ${duration_us}us, mean ${mean_us}us p50 ${p50_us}us p99 ${p99_us}us, non-2xx $non2xx, socket errors $sockerr" >&2
+      echo "$name $proto:$c $r $requests $duration_us $mean_us $p50_us $p99_us $non2xx $sockerr" >>"$samples"
+      echo "round $r $name $proto c=$c: $requests requests in ${duration_us}us, mean ${mean_us}us p50 ${p50_us}us p99 ${p99_us}us, non-2xx $non2xx, errors $sockerr" >&2
     done
   done
 done
@@ -133,9 +165,9 @@ for name in webhook ceiling; do
 done
 sleep 0.5
 lines=$(($(wc -l <"$work/audit.jsonl") - warm_lines))
-# wrk counts the responses it read; audit lines can exceed that by requests
-# cut off at the end of a run, never fall short of it.
-echo "webhook audit lines during measured runs: $lines (wrk counted $answered responses)" >&2
+# wrk and h2load count the responses they read; audit lines can exceed that
+# by requests cut off at the end of a run, never fall short of it.
+echo "webhook audit lines during measured runs: $lines (the load generators counted $answered responses)" >&2
 [ "$lines" -ge "$answered" ] || { echo "bench-webhook: fewer audit lines than answered requests" >&2; exit 1; }
 for name in webhook ceiling; do
   kill -TERM "${pid[$name]}"
@@ -144,13 +176,13 @@ done
 
 echo
 echo "machine: $(nproc) cores, $(uname -sr), load average before the run: $load_before"
-echo "fixture $FIXTURE ($(wc -c <"$FIXTURE") bytes); wrk -t$THREADS; $ROUNDS alternating rounds of $DURATION per point, median round shown; nice $NICE"
+echo "fixture $FIXTURE ($(wc -c <"$FIXTURE") bytes); wrk and h2load -t$THREADS (h2load: one stream per connection); $ROUNDS alternating rounds of $DURATION per point, median round shown; nice $NICE"
 python3 - "$samples" "${hwm[webhook]}" "${hwm[ceiling]}" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
 best = {}
 for name in ("webhook", "ceiling"):
-    for c in sorted({r[1] for r in rows}, key=int):
+    for c in sorted({r[1] for r in rows}, key=lambda p: (p.split(":")[0] != "http1", int(p.split(":")[1]))):
         rs = [r for r in rows if r[0] == name and r[1] == c]
         # median round by throughput
         rs.sort(key=lambda r: int(r[3]) / int(r[4]))
@@ -158,13 +190,14 @@ for name in ("webhook", "ceiling"):
         rps = int(r[3]) / (int(r[4]) / 1e6)
         best[(name, c)] = (rps, float(r[5]) / 1000, int(r[6]) / 1000, int(r[7]) / 1000, r[8], r[9])
 print()
-print("| server | conns | admissions/s | mean ms | p50 ms | p99 ms | non-2xx | socket errors |")
-print("|---|---|---|---|---|---|---|---|")
+print("| server | protocol | conns | admissions/s | mean ms | p50 ms | p99 ms | non-2xx | errors |")
+print("|---|---|---|---|---|---|---|---|---|")
 for (name, c), (rps, mean, p50, p99, n2, se) in best.items():
-    print(f"| {name} | {c} | {rps:.0f} | {mean:.2f} | {p50:.2f} | {p99:.2f} | {n2} | {se} |")
+    proto, conns = c.split(":")
+    print(f"| {name} | {proto} | {conns} | {rps:.0f} | {mean:.2f} | {p50:.2f} | {p99:.2f} | {n2} | {se} |")
 print()
 print(f"- peak RSS (VmHWM): webhook {int(sys.argv[2]) / 1024:.1f} MB, ceiling {int(sys.argv[3]) / 1024:.1f} MB")
-for c in sorted({k[1] for k in best}, key=int):
+for c in sorted({k[1] for k in best}, key=lambda p: (p.split(":")[0] != "http1", int(p.split(":")[1]))):
     w, m = best[("webhook", c)], best[("ceiling", c)]
-    print(f"- {c} conns: webhook throughput {w[0] / m[0]:.0%} of the ceiling's; mean {w[1] / m[1]:.2f}x, p99 {w[3] / m[3]:.2f}x the ceiling's")
+    print(f"- {c.replace(':', ' ')} conns: webhook throughput {w[0] / m[0]:.0%} of the ceiling's; mean {w[1] / m[1]:.2f}x, p99 {w[3] / m[3]:.2f}x the ceiling's")
 PY

