@@ -9,6 +9,8 @@
 //! change. While Vault is down the last good files stay in place.
 
 mod reload;
+mod resume;
+mod state;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -51,6 +53,14 @@ pub struct AgentArgs {
     /// Longest retry delay, at start and while Vault is down in sidecar mode.
     #[arg(long, default_value = "30s", env = "VAULT_INJECTOR_RETRY_MAX")]
     pub retry_max: humantime::Duration,
+    /// This pod's UID (the webhook sets it from the downward API). It binds
+    /// the encrypted state to the pod; without it no state is kept.
+    #[arg(long, env = "VAULT_INJECTOR_POD_UID")]
+    pub pod_uid: Option<String>,
+    /// TTL of the wrapping token that guards the state's key: how long a
+    /// stopped agent can still resume. Rewrapped at two thirds while running.
+    #[arg(long, default_value = "1h", env = "VAULT_INJECTOR_STATE_WRAP_TTL")]
+    pub state_wrap_ttl: humantime::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -157,6 +167,8 @@ struct TokenState {
 #[derive(Debug, Clone)]
 struct SecretState {
     hash: Option<[u8; 32]>,
+    /// KV v2 version of the rendered data (saved in the state).
+    version: Option<u64>,
     lease: Option<Lease>,
     /// The lease can no longer be extended: fetch new credentials when due.
     lease_final: bool,
@@ -176,6 +188,16 @@ struct Agent {
     token: Option<TokenState>,
     states: Vec<SecretState>,
     healthy: bool,
+    /// Encrypted state (agent/state.rs); `None` without a pod UID.
+    store: Option<resume::Store>,
+    /// The saved state was looked at (once per process).
+    resume_done: bool,
+    /// The token or a lease changed since the state was last written.
+    dirty: bool,
+    /// Accessor of a stolen state's token, revoked after the next login.
+    revoke_stale: Option<String>,
+    /// A state unwrapped but not yet applied (Vault failed in between).
+    pending: Option<state::Saved>,
 }
 
 /// Two thirds of a TTL, the point where renewal is due.
@@ -230,6 +252,8 @@ impl Agent {
             retry_attempts,
             retry_initial,
             retry_max,
+            pod_uid,
+            state_wrap_ttl,
         } = args;
         if let Some(addr) = vault_addr.filter(|a| !a.is_empty()) {
             cfg.vault.address = addr;
@@ -266,12 +290,23 @@ impl Agent {
             .iter()
             .map(|_| SecretState {
                 hash: None,
+                version: None,
                 lease: None,
                 lease_final: false,
                 next: now,
                 failures: 0,
             })
             .collect();
+        let store = pod_uid
+            .filter(|u| !u.trim().is_empty())
+            .map(|pod_uid| resume::Store {
+                path: state_dir.join(state::STATE_FILE),
+                pod_uid,
+                wrap_ttl_secs: Duration::from(state_wrap_ttl).as_secs().max(10),
+                wrap_token: None,
+                rewrap_at: None,
+                failing: false,
+            });
         Ok(Self {
             cfg,
             vault,
@@ -286,6 +321,11 @@ impl Agent {
             token: None,
             states,
             healthy: true,
+            store,
+            resume_done: false,
+            dirty: false,
+            revoke_stale: None,
+            pending: None,
         })
     }
 
@@ -301,6 +341,7 @@ impl Agent {
             return e.exit_code();
         }
         tracing::info!(secrets = self.cfg.secrets.len(), "every secret rendered");
+        self.save_state().await;
         if mode == Mode::Init {
             return 0;
         }
@@ -370,6 +411,9 @@ impl Agent {
     /// (once per mount), then all reads go out at once: start-up latency is
     /// one round trip, not one per secret.
     async fn render_all(&mut self) -> Result<()> {
+        if self.token.is_none() && !self.resume_done {
+            self.resume().await?;
+        }
         if self.token.is_none() {
             self.login().await?;
         }
@@ -419,13 +463,6 @@ impl Agent {
                 return Err(Error::Login(e));
             }
         };
-        let token_path = self.state_dir.join("token");
-        render::write_atomic("token", &token_path, 0o600, self.vault.token().as_bytes()).map_err(
-            |e| Error::State {
-                path: token_path.clone(),
-                message: e.to_string(),
-            },
-        )?;
         self.token = Some(TokenState {
             info,
             login_ttl: info.ttl_secs,
@@ -443,6 +480,7 @@ impl Agent {
             renewable = info.renewable,
             "logged in to Vault"
         );
+        self.after_login().await;
         Ok(())
     }
 
@@ -486,6 +524,9 @@ impl Agent {
         let bytes = render::render(&spec, &secret)?;
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         let target = render::target_path(&self.secrets_dir, &spec)?;
+        if self.states[i].hash != Some(hash) || secret.lease.is_some() {
+            self.dirty = true;
+        }
         let changed = match self.states[i].hash {
             Some(prev) => prev != hash,
             // First render of this process: an init container (classic
@@ -502,6 +543,7 @@ impl Agent {
         let now = Instant::now();
         let st = &mut self.states[i];
         st.hash = Some(hash);
+        st.version = version;
         st.failures = 0;
         st.lease_final = false;
         st.next = match &secret.lease {
@@ -549,7 +591,7 @@ impl Agent {
             match self.vault.revoke_token().await {
                 Ok(()) => {
                     self.audit(AgentEvent::Revoke, None, |_| {});
-                    let _ = std::fs::remove_file(self.state_dir.join("token"));
+                    self.forget_state();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "token revocation failed");
@@ -562,6 +604,7 @@ impl Agent {
     fn next_due(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         let token = self.token.and_then(|t| t.next).unwrap_or(far);
+        let token = self.rewrap_due().map_or(token, |r| r.min(token));
         // No token at all (a failed re-login): retry with the secrets.
         self.states.iter().map(|s| s.next).fold(token, Instant::min)
     }
@@ -595,6 +638,7 @@ impl Agent {
         if !changed.is_empty() {
             self.reload(&changed).await;
         }
+        self.save_state().await;
     }
 
     /// Logs and audits health transitions once, not once per retry.
@@ -634,6 +678,7 @@ impl Agent {
                 t.failures = 0;
                 t.next = Some(Instant::now() + two_thirds(info.ttl_secs));
                 self.token = Some(t);
+                self.dirty = true;
                 self.audit(AgentEvent::Renewal, None, |r| {
                     r.path = Some("auth/token/renew-self".into());
                     r.lease_duration_secs = Some(info.ttl_secs);
@@ -669,6 +714,7 @@ impl Agent {
                         self.audit(AgentEvent::Renewal, Some(&spec), |r| {
                             r.lease_duration_secs = Some(granted);
                         });
+                        self.dirty = true;
                         let st = &mut self.states[i];
                         st.failures = 0;
                         // Less than asked for: the max TTL is near, so

@@ -8,6 +8,10 @@
 //! `execve`, PROGRAM keeps our PID, receives signals directly, and its exit
 //! code is the container's.
 //!
+//! With `vault-injector.io/env-restart: on-change` (`envRestart` in the
+//! config) `exec` stays as PROGRAM's parent instead (`exec/supervise.rs`),
+//! and restarts it with a new environment when an env secret changes.
+//!
 //! `vault-injector copy-self DIR`: the init container that puts this binary
 //! into the shared memory volume so app containers can run `exec`.
 
@@ -23,6 +27,8 @@ use vault_injector_core::contract::{
     AgentConfig, EnvSpec, AGENT_BIN, AGENT_CONFIG_ENV, SA_TOKEN_PATH,
 };
 use vault_injector_vault::{Exact, Vault};
+
+mod supervise;
 
 /// Exit code when a secret cannot be resolved (PROGRAM never started).
 pub const EXIT_RESOLVE: u8 = 70;
@@ -195,38 +201,43 @@ async fn resolve(
             eprintln!("{}", audit::agent_line(AgentEvent::Read, &rec));
             cache.insert(cache_key.clone(), secret);
         }
-        let secret = &cache[&cache_key];
-        let value = secret.data.get(&w.key).ok_or_else(|| Error::MissingKey {
-            var: w.var.clone(),
-            path: w.path.clone(),
-            key: w.key.clone(),
-        })?;
-        let value = scalar(value).ok_or_else(|| Error::NotScalar {
-            var: w.var.clone(),
-            path: w.path.clone(),
-            key: w.key.clone(),
-        })?;
-        // Checked here so the error names the variable: `execve` would
-        // only say "nul byte found" or "Argument list too long".
-        if value.contains('\0') {
-            return Err(Error::Nul {
-                var: w.var.clone(),
-                path: w.path.clone(),
-                key: w.key.clone(),
-            });
-        }
-        let len = w.var.len() + 1 + value.len() + 1;
-        if len > MAX_ARG_STRLEN {
-            return Err(Error::TooLong {
-                var: w.var.clone(),
-                path: w.path.clone(),
-                key: w.key.clone(),
-                len,
-            });
-        }
-        out.push((w.var.clone(), value));
+        out.push((w.var.clone(), value_of(w, &cache[&cache_key])?));
     }
     Ok(out)
+}
+
+/// The value of one wanted var in the secret read for it, checked for what
+/// an environment entry can hold.
+fn value_of(w: &Wanted, secret: &vault_injector_vault::Secret) -> Result<String, Error> {
+    let value = secret.data.get(&w.key).ok_or_else(|| Error::MissingKey {
+        var: w.var.clone(),
+        path: w.path.clone(),
+        key: w.key.clone(),
+    })?;
+    let value = scalar(value).ok_or_else(|| Error::NotScalar {
+        var: w.var.clone(),
+        path: w.path.clone(),
+        key: w.key.clone(),
+    })?;
+    // Checked here so the error names the variable: `execve` would
+    // only say "nul byte found" or "Argument list too long".
+    if value.contains('\0') {
+        return Err(Error::Nul {
+            var: w.var.clone(),
+            path: w.path.clone(),
+            key: w.key.clone(),
+        });
+    }
+    let len = w.var.len() + 1 + value.len() + 1;
+    if len > MAX_ARG_STRLEN {
+        return Err(Error::TooLong {
+            var: w.var.clone(),
+            path: w.path.clone(),
+            key: w.key.clone(),
+            len,
+        });
+    }
+    Ok(value)
 }
 
 /// Runs `exec`. Returns only on failure: on success the process image is
@@ -272,6 +283,19 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         }
         let token_file = token_file.unwrap_or_else(|| PathBuf::from(SA_TOKEN_PATH));
         let ca_file = std::env::temp_dir().join("vault-injector-ca.pem");
+        if let Some(restart) = cfg.env_restart.clone() {
+            return supervise::run(
+                supervise::Job {
+                    cfg,
+                    wanted,
+                    token_file,
+                    ca_file,
+                    program: program.clone(),
+                    args: program_args.to_vec(),
+                },
+                restart,
+            );
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -14,7 +14,7 @@ use std::fmt;
 use std::ops::Bound;
 
 use crate::compat::goparse::parse_bool;
-use crate::contract::{AuthMethod, Format, Reload};
+use crate::contract::{AuthMethod, EnvRestart, Format, Reload};
 
 /// Our annotation prefix.
 pub const PREFIX: &str = "vault-injector.io/";
@@ -213,6 +213,9 @@ pub struct InjectionRequest {
     pub containers: Option<Vec<String>>,
     pub agent: Lifecycle,
     pub reload: Option<Reload>,
+    /// `env-restart: on-change`: `exec` supervises the app and restarts it
+    /// with the new environment when an env secret changes.
+    pub env_restart: Option<EnvRestart>,
     /// `entrypoint-CONTAINER`: the image's entrypoint for containers without
     /// `command`, which `exec` needs to wrap (no registry calls at admission).
     pub entrypoints: BTreeMap<String, Vec<String>>,
@@ -248,6 +251,9 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
     let mut secrets: BTreeMap<&str, Companions<'_>> = BTreeMap::new();
     let mut reload_signal: Option<(&str, String)> = None;
     let mut reload_command: Option<(&str, &str)> = None;
+    let mut env_restart: Option<bool> = None;
+    let mut restart_signal: Option<(&str, String)> = None;
+    let mut restart_grace: Option<(&str, u64)> = None;
 
     for (key, value) in annotations.range::<str, _>((Bound::Included(PREFIX), Bound::Unbounded)) {
         let Some(suffix) = key.strip_prefix(PREFIX) else {
@@ -296,6 +302,22 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
             "reload-command" => match non_blank(value) {
                 Some(v) => reload_command = Some((key, v)),
                 None => bad("must not be empty".into()),
+            },
+            // Before the `env-VAR` family: these three are not variables.
+            "env-restart" => match value.trim() {
+                "on-change" => env_restart = Some(true),
+                "never" => env_restart = Some(false),
+                other => bad(format!(
+                    "unknown env-restart mode {other:?} (expected on-change or never)"
+                )),
+            },
+            "env-restart-signal" => match parse_signal(value) {
+                Ok(sig) => restart_signal = Some((key, sig)),
+                Err(m) => bad(m),
+            },
+            "env-restart-grace" => match parse_grace(value) {
+                Ok(secs) => restart_grace = Some((key, secs)),
+                Err(m) => bad(m),
             },
             // Connection overrides: known keys, but judged against the
             // operator's allowlist by `policy::overrides`, which owns them.
@@ -364,6 +386,26 @@ pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Inject
             })
         }
         (None, None) => {}
+    }
+    if env_restart == Some(true) {
+        let mut r = EnvRestart::default();
+        if let Some((_, sig)) = restart_signal {
+            r.signal = sig;
+        }
+        if let Some((_, secs)) = restart_grace {
+            r.grace_secs = secs;
+        }
+        req.env_restart = Some(r);
+    } else {
+        for k in [restart_signal.map(|s| s.0), restart_grace.map(|g| g.0)]
+            .into_iter()
+            .flatten()
+        {
+            problems.push(Problem::new(
+                k,
+                format!("only applies with {PREFIX}env-restart: on-change"),
+            ));
+        }
     }
 
     // file -> (secret, whether its file annotation is explicit)
@@ -448,8 +490,8 @@ fn unknown_key_message(suffix: &str) -> String {
     format!(
         "unknown annotation {suffix:?} under {PREFIX} (known: inject, role, auth-path, auth-type, \
          secret-NAME, format-NAME, key-NAME, template-NAME, file-NAME, mode-NAME, env-VAR, \
-         volume-NAME, entrypoint-CONTAINER, containers, agent, reload, reload-command, status, vault-address, \
-         tls-skip-verify, ca-cert)"
+         volume-NAME, entrypoint-CONTAINER, containers, agent, reload, reload-command, env-restart, \
+         env-restart-signal, env-restart-grace, status, vault-address, tls-skip-verify, ca-cert)"
     )
 }
 
@@ -775,6 +817,29 @@ pub fn parse_signal(value: &str) -> Result<String, String> {
             SIGNALS.join(", ")
         ))
     }
+}
+
+/// Longest `env-restart-grace`: Kubernetes' own default termination grace
+/// period is 30 s; an hour is far beyond any sane shutdown.
+const MAX_GRACE_SECS: u64 = 3600;
+
+/// `env-restart-grace`: a duration such as `10s` or `2m`, in whole seconds.
+fn parse_grace(value: &str) -> Result<u64, String> {
+    let v = value.trim();
+    let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{value:?} is not a duration (e.g. 10s, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{value:?} is not a duration (e.g. 10s, 2m)"))?;
+    if secs > MAX_GRACE_SECS {
+        return Err(format!("{value:?} is above the limit of {MAX_GRACE_SECS}s"));
+    }
+    Ok(secs)
 }
 
 /// A POSIX-style environment variable name.

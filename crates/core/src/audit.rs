@@ -75,6 +75,14 @@ pub enum AgentEvent {
     Reload,
     Revoke,
     Error,
+    /// The agent picked up its token or a lease from its saved state.
+    Resume,
+    /// Saved state was refused (tampered, foreign, expired, replayed,
+    /// stolen); `error` says why.
+    #[serde(rename = "state_discarded")]
+    StateDiscarded,
+    /// `exec --supervise` restarted the app with a new environment.
+    Restart,
 }
 
 /// One agent event. `ok == false` events carry the error text, which must

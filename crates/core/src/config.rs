@@ -116,6 +116,12 @@ pub struct AgentDefaults {
     pub revoke_on_shutdown: bool,
     /// Agent log format (`json` or `plain`).
     pub log_format: LogFormat,
+    /// Audience of the agent's projected service-account token. Empty: the
+    /// API server's own audience (what Vault's Kubernetes auth checks by
+    /// default). Set it (e.g. `vault`) and set the Vault role's `audience`
+    /// (`bound_audiences` for JWT auth) to match: the token then cannot be
+    /// used against the Kubernetes API (docs/install.md).
+    pub token_audience: String,
 }
 
 impl Default for AgentDefaults {
@@ -141,6 +147,7 @@ impl Default for AgentDefaults {
             refresh_interval: "5m".into(),
             revoke_on_shutdown: false,
             log_format: LogFormat::Json,
+            token_audience: String::new(),
         }
     }
 }

@@ -18,6 +18,9 @@ pub const AGENT_BIN: &str = "vault-injector-agent";
 /// File the agent writes (in the state dir) once every secret is rendered;
 /// `vault-injector-agent probe` checks it.
 pub const READY_FILE: &str = "ready";
+/// Env var of the agent containers holding the pod's UID (downward API):
+/// the agent binds its encrypted state to it.
+pub const POD_UID_ENV: &str = "VAULT_INJECTOR_POD_UID";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -69,6 +72,38 @@ pub struct AgentConfig {
     /// Pod identity, for audit lines only.
     #[serde(default)]
     pub pod: PodIdentity,
+    /// `exec` keeps the app as its child and restarts it when an env
+    /// secret changes (`vault-injector.io/env-restart`); `None`: `execve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_restart: Option<EnvRestart>,
+}
+
+/// How `exec` restarts the app when an env secret changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvRestart {
+    /// Signal that asks the app to stop, e.g. `SIGTERM`.
+    #[serde(default = "default_stop_signal")]
+    pub signal: String,
+    /// Seconds between that signal and SIGKILL.
+    #[serde(default = "default_grace")]
+    pub grace_secs: u64,
+}
+
+impl Default for EnvRestart {
+    fn default() -> Self {
+        Self {
+            signal: default_stop_signal(),
+            grace_secs: default_grace(),
+        }
+    }
+}
+
+fn default_stop_signal() -> String {
+    "SIGTERM".into()
+}
+fn default_grace() -> u64 {
+    10
 }
 
 fn default_secrets_dir() -> String {
@@ -321,6 +356,7 @@ mod tests {
             revoke_on_shutdown: true,
             log_format: LogFormat::Json,
             pod: PodIdentity::default(),
+            env_restart: Some(EnvRestart::default()),
         };
         let back = AgentConfig::from_json(&cfg.to_json()).unwrap();
         assert_eq!(back, cfg);

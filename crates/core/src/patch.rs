@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Pod, PodSpec, Probe,
-    ProjectedVolumeSource, SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume,
-    VolumeMount, VolumeProjection,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    ObjectFieldSelector, Pod, PodSpec, Probe, ProjectedVolumeSource, SeccompProfile,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::ser::SerializeStruct;
@@ -21,7 +21,9 @@ use serde::Serialize;
 
 use crate::annotations::{Lifecycle, STATUS, STATUS_INJECTED};
 use crate::config::WebhookConfig;
-use crate::contract::{AuthMethod, AGENT_BIN, AGENT_CONFIG_ENV, SECRETS_DIR, STATE_DIR};
+use crate::contract::{
+    AuthMethod, AGENT_BIN, AGENT_CONFIG_ENV, POD_UID_ENV, SECRETS_DIR, STATE_DIR,
+};
 use crate::plan::{
     ExecTarget, Plan, Remount, AGENT_CONTAINER, BIN_DIR, BIN_VOLUME, COPY_CONTAINER,
     INIT_CONTAINER, SECRETS_VOLUME, STATE_VOLUME, TOKEN_DIR, TOKEN_VOLUME,
@@ -130,7 +132,7 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> PodPatch {
         volumes.push(memory_volume(STATE_VOLUME, &cfg.agent.state_volume_size));
     }
     if uses_token(plan) && (plan.needs_agent || !plan.exec.is_empty()) {
-        volumes.push(token_volume());
+        volumes.push(token_volume(&cfg.agent.token_audience));
     }
     if !plan.exec.is_empty() {
         volumes.push(memory_volume(BIN_VOLUME, BIN_VOLUME_SIZE));
@@ -409,7 +411,7 @@ fn memory_volume(name: &str, size: &str) -> Volume {
 /// default service-account mount: that mount is absent when the pod sets
 /// `automountServiceAccountToken: false`, and it is added by an admission
 /// plugin that runs before webhooks, so it never reaches containers we add.
-fn token_volume() -> Volume {
+fn token_volume(audience: &str) -> Volume {
     Volume {
         name: TOKEN_VOLUME.into(),
         projected: Some(ProjectedVolumeSource {
@@ -417,7 +419,9 @@ fn token_volume() -> Volume {
                 service_account_token: Some(ServiceAccountTokenProjection {
                     path: "token".into(),
                     expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
-                    audience: None,
+                    audience: Some(audience.trim())
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_string),
                 }),
                 ..Default::default()
             }]),
@@ -462,11 +466,26 @@ fn agent_container(
         image_pull_policy: Some(cfg.agent.image_pull_policy.clone()),
         command: Some(vec![AGENT_BIN.into()]),
         args: Some(vec!["agent".into(), "--mode".into(), mode.into()]),
-        env: Some(vec![EnvVar {
-            name: AGENT_CONFIG_ENV.into(),
-            value: Some(config.into()),
-            value_from: None,
-        }]),
+        env: Some(vec![
+            EnvVar {
+                name: AGENT_CONFIG_ENV.into(),
+                value: Some(config.into()),
+                value_from: None,
+            },
+            // The UID is assigned after admission: only the downward API
+            // knows it.
+            EnvVar {
+                name: POD_UID_ENV.into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        api_version: None,
+                        field_path: "metadata.uid".into(),
+                    }),
+                    ..Default::default()
+                }),
+            },
+        ]),
         resources: Some(plan.resources.clone()),
         restart_policy: native.then(|| "Always".into()),
         startup_probe: startup_probe.then(|| Probe {

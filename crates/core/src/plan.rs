@@ -297,6 +297,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         volumes,
         agent: lifecycle,
         reload,
+        env_restart,
         ..
     } = req;
     let mut vault: crate::contract::VaultConnection = (&cfg.vault).into();
@@ -355,6 +356,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             name: pod_name,
             service_account: service_account(pod).to_string(),
         },
+        env_restart,
     };
     // Files are written by the agent and read by the app: when the pod runs
     // as a fixed non-root user, the agent runs as that user too so the default

@@ -176,6 +176,31 @@ pub struct TokenInfo {
     pub renewable: bool,
 }
 
+/// What `auth/token/lookup-self` says about the agent's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenLookup {
+    pub ttl_secs: u64,
+    pub renewable: bool,
+    /// Not a credential: it can only look the token up or revoke it, with a
+    /// policy that allows that.
+    pub accessor: String,
+}
+
+/// A response-wrapping token. Its `Debug` hides the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Wrapped {
+    pub token: String,
+    pub ttl_secs: u64,
+}
+
+impl std::fmt::Debug for Wrapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wrapped")
+            .field("ttl_secs", &self.ttl_secs)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where a path lives: the mount and its engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Mount {
@@ -190,6 +215,8 @@ pub struct Vault {
     addr: String,
     namespace: Option<String>,
     mounts: HashMap<String, Mount>,
+    /// Accessor of the current token (empty before login).
+    accessor: String,
 }
 
 impl std::fmt::Debug for Vault {
@@ -296,6 +323,7 @@ impl Vault {
             addr: conn.address.trim_end_matches('/').to_string(),
             namespace: conn.namespace.clone().filter(|n| !n.is_empty()),
             mounts: HashMap::new(),
+            accessor: String::new(),
         })
     }
 
@@ -351,6 +379,7 @@ impl Vault {
         };
         let info = res.map_err(|e| self.map_client_err(&op, e))?;
         self.client.set_token(&info.client_token);
+        self.accessor = info.accessor.clone();
         Ok(TokenInfo {
             ttl_secs: info.lease_duration,
             renewable: info.renewable,
@@ -383,6 +412,152 @@ impl Vault {
         vaultrs::token::revoke_self(&self.client)
             .await
             .map_err(|e| self.map_client_err("token revocation", e))
+    }
+
+    /// Uses a token saved by an earlier run (agent state) instead of
+    /// logging in.
+    pub fn set_token(&mut self, token: &str, accessor: &str) {
+        self.client.set_token(token);
+        self.accessor = accessor.to_string();
+    }
+
+    /// The current token's accessor.
+    pub fn accessor(&self) -> &str {
+        &self.accessor
+    }
+
+    /// Looks up the agent's own token: its remaining TTL, whether it is
+    /// renewable, and its accessor. `Ok(None)` when Vault no longer knows it.
+    pub async fn lookup_self(&self) -> Result<Option<TokenLookup>> {
+        match self
+            .call(
+                http::Method::GET,
+                "auth/token/lookup-self",
+                None,
+                "token lookup",
+            )
+            .await
+        {
+            Ok(Some(v)) => {
+                let d = v.get("data").cloned().unwrap_or(Value::Null);
+                Ok(Some(TokenLookup {
+                    ttl_secs: d.get("ttl").and_then(Value::as_u64).unwrap_or(0),
+                    renewable: d.get("renewable").and_then(Value::as_bool).unwrap_or(false),
+                    accessor: d
+                        .get("accessor")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                }))
+            }
+            Ok(None) => Err(Error::Response {
+                op: "token lookup".into(),
+                message: "empty response".into(),
+            }),
+            Err(e) if e.is_forbidden() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Revokes another token by its accessor (needs `update` on
+    /// `auth/token/revoke-accessor`, which roles rarely grant).
+    pub async fn revoke_accessor(&self, accessor: &str) -> Result<()> {
+        let body = serde_json::json!({ "accessor": accessor });
+        self.call(
+            http::Method::POST,
+            "auth/token/revoke-accessor",
+            Some(&body),
+            "token revocation by accessor",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Response-wraps `data` with the agent's token (`sys/wrapping/wrap`):
+    /// Vault keeps it and returns a single-use wrapping token valid for
+    /// `ttl_secs`.
+    pub async fn wrap(&self, data: &Value, ttl_secs: u64) -> Result<Wrapped> {
+        let op = "response wrapping";
+        let (v, _) = self
+            .call_as(
+                http::Method::POST,
+                "sys/wrapping/wrap",
+                Some(data),
+                op,
+                self.token(),
+                Some(ttl_secs),
+            )
+            .await?
+            .ok_or_else(|| Error::Response {
+                op: op.into(),
+                message: "empty response".into(),
+            })?;
+        let info = v.get("wrap_info").cloned().unwrap_or(Value::Null);
+        let token = info.get("token").and_then(Value::as_str).unwrap_or("");
+        if token.is_empty() {
+            return Err(Error::Response {
+                op: op.into(),
+                message: "no wrap_info.token in the response".into(),
+            });
+        }
+        Ok(Wrapped {
+            token: token.to_string(),
+            ttl_secs: info.get("ttl").and_then(Value::as_u64).unwrap_or(ttl_secs),
+        })
+    }
+
+    /// Unwraps a wrapping token (which Vault then forgets). `Ok(None)` when
+    /// Vault does not know the token: already unwrapped, revoked, expired,
+    /// or never issued by this Vault.
+    pub async fn unwrap(&self, wrapping_token: &str) -> Result<Option<Value>> {
+        let op = "unwrap";
+        match self
+            .call_as(
+                http::Method::POST,
+                "sys/wrapping/unwrap",
+                None,
+                op,
+                wrapping_token,
+                None,
+            )
+            .await
+        {
+            Ok(Some((v, _))) => Ok(Some(v.get("data").cloned().unwrap_or(Value::Null))),
+            Ok(None) => Err(Error::Response {
+                op: op.into(),
+                message: "empty response".into(),
+            }),
+            Err(Error::Api {
+                status: 400 | 403, ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Looks a lease up (`sys/leases/lookup`): its remaining TTL, or
+    /// `Ok(None)` when Vault no longer has it (revoked or expired).
+    pub async fn lookup_lease(&self, lease_id: &str) -> Result<Option<u64>> {
+        let body = serde_json::json!({ "lease_id": lease_id });
+        match self
+            .call(
+                http::Method::PUT,
+                "sys/leases/lookup",
+                Some(&body),
+                "lease lookup",
+            )
+            .await
+        {
+            Ok(Some(v)) => Ok(v
+                .get("data")
+                .and_then(|d| d.get("ttl"))
+                .and_then(Value::as_u64)),
+            Ok(None) => Ok(None),
+            Err(Error::Api {
+                status: 400 | 403, ..
+            })
+            | Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Renews a lease; returns the new duration, which Vault caps at the
@@ -590,6 +765,21 @@ impl Vault {
         body: Option<&Value>,
         op: &str,
     ) -> Result<Option<(Value, String)>> {
+        self.call_as(method, path, body, op, self.token(), None)
+            .await
+    }
+
+    /// [`Vault::call_text`] with another token (a wrapping token) and an
+    /// optional response-wrapping TTL.
+    async fn call_as(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+        op: &str,
+        token: &str,
+        wrap_ttl_secs: Option<u64>,
+    ) -> Result<Option<(Value, String)>> {
         let url = format!(
             "{}/v1/{}",
             self.client.http.base.trim_end_matches('/'),
@@ -601,9 +791,11 @@ impl Vault {
             .http
             .request(method, url)
             .header("X-Vault-Request", "true");
-        let token = self.token();
         if !token.is_empty() {
             req = req.header("X-Vault-Token", token);
+        }
+        if let Some(ttl) = wrap_ttl_secs {
+            req = req.header("X-Vault-Wrap-TTL", format!("{ttl}s"));
         }
         if let Some(ns) = &self.namespace {
             req = req.header("X-Vault-Namespace", ns.as_str());
