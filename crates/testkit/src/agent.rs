@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 
 use super::openbao::{OpenBao, NAMESPACE, ROLE, SERVICE_ACCOUNT};
 
+/// The pod UID the agent binds its state to (the one in the test JWTs).
+pub const POD_UID: &str = "0b8e7c1a-0000-4000-8000-000000000001";
+
 pub struct AgentDirs {
     /// The binary that runs the agent's commands.
     pub bin: PathBuf,
@@ -71,6 +74,7 @@ pub fn command(cfg: &Value, dirs: &AgentDirs, mode: &str) -> Command {
         "500ms",
     ])
     .env("VAULT_INJECTOR_CONFIG", cfg.to_string())
+    .env("VAULT_INJECTOR_POD_UID", POD_UID)
     .env_remove("VAULT_ADDR")
     .env_remove("RUST_LOG")
     .stdin(Stdio::null());
@@ -119,14 +123,25 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn spawn(cfg: &Value, dirs: &AgentDirs) -> Self {
-        let out = dirs.dir.path().join("agent.stdout");
-        let err = dirs.dir.path().join("agent.stderr");
-        let child = command(cfg, dirs, "sidecar")
+        Self::spawn_cmd(command(cfg, dirs, "sidecar"), dirs, "agent")
+    }
+
+    /// Runs `cmd` in the background, its output in `NAME.stdout` and
+    /// `NAME.stderr` of the test dir (a new name per run keeps each run's
+    /// output apart).
+    pub fn spawn_cmd(mut cmd: Command, dirs: &AgentDirs, name: &str) -> Self {
+        let out = dirs.dir.path().join(format!("{name}.stdout"));
+        let err = dirs.dir.path().join(format!("{name}.stderr"));
+        let child = cmd
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
             .expect("spawn agent");
         Self { child, out, err }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
     }
 
     pub fn stdout(&self) -> String {

@@ -84,10 +84,18 @@ fn init_renders_every_format_with_modes_and_audit() {
 
     assert_eq!(file_mode(&dirs.secrets.join("db.json")), 0o400);
     assert_eq!(file_mode(&dirs.secrets.join("db.env")), 0o440);
-    // The Vault token lives in the agent-only dir, never with the secrets.
-    assert_eq!(file_mode(&dirs.state.join("token")), 0o600);
-    let token = std::fs::read_to_string(dirs.state.join("token")).unwrap();
+    // The Vault token lives encrypted in the agent-only dir, never in
+    // plaintext and never with the secrets.
+    assert!(!dirs.state.join("token").exists());
+    assert_eq!(file_mode(&dirs.state.join("state")), 0o600);
+    let state = support::state_bytes(&dirs);
+    let opened = support::open_state(&bao, &state).expect("fresh state opens");
+    let token = opened["token"].as_str().unwrap().to_string();
     assert!(token.len() > 10);
+    assert!(
+        !String::from_utf8_lossy(&state).contains(&token),
+        "token in plaintext in the state"
+    );
     for entry in walk(&dirs.secrets) {
         let body = std::fs::read_to_string(&entry).unwrap();
         assert!(!body.contains(&token), "token found in {}", entry.display());
@@ -162,7 +170,7 @@ fn approle_login_renders() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(dirs.read("db"), "app");
     // A second run (a classic-layout sidecar after its init container)
-    // finds the same bytes and leaves the file alone.
+    // resumes from the saved state and leaves the file alone.
     let audit = audit_lines(&String::from_utf8_lossy(&out.stdout));
     assert!(audit
         .iter()
@@ -173,9 +181,13 @@ fn approle_login_renders() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let audit = audit_lines(&String::from_utf8_lossy(&out.stdout));
-    assert!(audit
-        .iter()
-        .any(|a| a["event"] == "render" && a["changed"] == false));
+    assert!(
+        audit
+            .iter()
+            .any(|a| a["event"] == "resume" && a["secret"] == "db" && a["changed"] == false),
+        "{audit:?}"
+    );
+    assert!(!audit.iter().any(|a| a["event"] == "login"), "{audit:?}");
     let secret_id = std::fs::read_to_string(dirs.dir.path().join("secret-id")).unwrap();
     assert_no_leaks(&text(&out), &[secret_id.trim()]);
 }

@@ -319,7 +319,10 @@ fn sigterm_stops_cleanly_and_revokes_the_token() {
     cfg["refreshIntervalSecs"] = json!(300);
     let mut sc = Sidecar::spawn(&cfg, &dirs);
     ready(&mut sc, &dirs);
-    let token = std::fs::read_to_string(dirs.state.join("token")).unwrap();
+    let token = support::open_state(&bao, &support::state_bytes(&dirs)).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(bao
         .cmd(&["token", "lookup", &token])
         .output()
@@ -330,7 +333,10 @@ fn sigterm_stops_cleanly_and_revokes_the_token() {
     let lookup = bao.cmd(&["token", "lookup", &token]).output().unwrap();
     assert!(!lookup.status.success(), "token still valid after shutdown");
     assert_eq!(events(&sc, "revoke").len(), 1);
-    assert!(!dirs.state.join("token").exists());
+    assert!(
+        !dirs.state.join("state").exists(),
+        "state of a revoked token kept"
+    );
     assert_no_leaks(&sc.output(), &["value-revoke", token.trim()]);
 }
 

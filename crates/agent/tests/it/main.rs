@@ -6,5 +6,6 @@ mod support;
 mod agent_errors;
 mod agent_init;
 mod agent_sidecar;
+mod agent_state;
 mod copy_self;
 mod render_roundtrip;
