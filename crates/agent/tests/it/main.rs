@@ -8,4 +8,5 @@ mod agent_init;
 mod agent_sidecar;
 mod agent_state;
 mod copy_self;
+mod exec_supervise;
 mod render_roundtrip;
