@@ -1183,6 +1183,31 @@ mod tests {
     }
 
     #[test]
+    fn env_restart_is_not_an_env_var_and_has_defaults() {
+        let req = parse(&[("env-restart", "on-change"), ("env-A", "kv/a#k")]).unwrap();
+        assert_eq!(req.env_restart, Some(EnvRestart::default()));
+        assert_eq!(req.env.len(), 1, "{:?}", req.env);
+        let req = parse(&[
+            ("env-restart", "on-change"),
+            ("env-restart-signal", "int"),
+            ("env-restart-grace", "2m"),
+        ])
+        .unwrap();
+        assert_eq!(
+            req.env_restart,
+            Some(EnvRestart {
+                signal: "SIGINT".into(),
+                grace_secs: 120
+            })
+        );
+        assert_eq!(
+            parse(&[("env-restart", "never")]).unwrap().env_restart,
+            None
+        );
+        assert_eq!(parse(&[]).unwrap().env_restart, None);
+    }
+
+    #[test]
     fn go_booleans() {
         for t in ["1", "t", "T", "TRUE", "true", "True"] {
             assert_eq!(parse_bool(t).ok(), Some(true), "{t}");
@@ -1461,6 +1486,36 @@ mod tests {
                 "not both",
             ),
             (&[("reload-command", "")], "reload-command", "empty"),
+            (
+                &[("env-restart", "always")],
+                "env-restart",
+                "on-change or never",
+            ),
+            (
+                &[("env-restart", "on-change"), ("env-restart-signal", "KILL")],
+                "env-restart-signal",
+                "not a reload signal",
+            ),
+            (
+                &[("env-restart", "on-change"), ("env-restart-grace", "2h")],
+                "env-restart-grace",
+                "not a duration",
+            ),
+            (
+                &[("env-restart", "on-change"), ("env-restart-grace", "61m")],
+                "env-restart-grace",
+                "above the limit",
+            ),
+            (
+                &[("env-restart-grace", "5s")],
+                "env-restart-grace",
+                "only applies with vault-injector.io/env-restart: on-change",
+            ),
+            (
+                &[("env-restart", "never"), ("env-restart-signal", "TERM")],
+                "env-restart-signal",
+                "only applies",
+            ),
             (
                 &[("env-1X", "kv/a#k")],
                 "env-1X",

@@ -823,6 +823,45 @@ mod tests {
     }
 
     #[test]
+    fn agent_token_audience_and_pod_uid_reach_the_agent() {
+        let pod = pod(json!({
+            "metadata": {"name": "p", "annotations": {
+                "vault-injector.io/inject": "true", "vault-injector.io/role": "r",
+                "vault-injector.io/secret-db": "kv/db"}},
+            "spec": {"containers": [{"name": "app", "image": "x"}]}
+        }));
+        let audience = |cfg: &WebhookConfig| {
+            let spec = injected(&pod, cfg).spec.unwrap();
+            let token = spec
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == TOKEN_VOLUME)
+                .cloned()
+                .unwrap();
+            let agent = spec.init_containers.unwrap()[0].clone();
+            let uid = agent
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == POD_UID_ENV)
+                .and_then(|e| e.value_from.clone())
+                .and_then(|f| f.field_ref)
+                .map(|f| f.field_path);
+            assert_eq!(uid.as_deref(), Some("metadata.uid"));
+            token.projected.unwrap().sources.unwrap()[0]
+                .service_account_token
+                .clone()
+                .unwrap()
+                .audience
+        };
+        assert_eq!(audience(&WebhookConfig::default()), None);
+        let mut cfg = WebhookConfig::default();
+        cfg.agent.token_audience = "vault".into();
+        assert_eq!(audience(&cfg).as_deref(), Some("vault"));
+    }
+
+    #[test]
     fn env_only_pods_get_exec_but_no_agent() {
         let pod = pod(json!({
             "metadata": {"name": "p", "annotations": {
