@@ -305,7 +305,7 @@ impl Agent {
                 wrap_ttl_secs: Duration::from(state_wrap_ttl).as_secs().max(10),
                 wrap_token: None,
                 rewrap_at: None,
-                failing: false,
+                failures: 0,
             });
         Ok(Self {
             cfg,

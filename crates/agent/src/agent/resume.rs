@@ -30,9 +30,8 @@ pub(super) struct Store {
     /// When to write again even if nothing changed, so the wrapping token
     /// never expires while the agent runs.
     pub rewrap_at: Option<Instant>,
-    /// A failed write was reported; report the next one only after a
-    /// success.
-    pub failing: bool,
+    /// Failed writes in a row: reported once, retried with backoff.
+    pub failures: u32,
 }
 
 /// Outcome of reading the state before any Vault call that consumes it.
@@ -316,13 +315,14 @@ impl Agent {
     /// two thirds through its TTL. Failures leave the previous file in
     /// place (still valid) and are retried at the next tick.
     pub(super) async fn save_state(&mut self) {
-        let due = self.rewrap_due().is_some_and(|t| t <= Instant::now());
-        if !(self.dirty || due) || self.token.is_none() {
-            return;
-        }
         let Some(store) = self.store.as_ref() else {
             return;
         };
+        let due = store.rewrap_at.is_some_and(|t| t <= Instant::now());
+        let backing_off = store.failures > 0 && !due;
+        if !(self.dirty || due) || backing_off || self.token.is_none() {
+            return;
+        }
         let (path, uid, ttl) = (
             store.path.clone(),
             store.pod_uid.clone(),
@@ -374,8 +374,8 @@ impl Agent {
         let store = self.store.as_mut().expect("checked above");
         let old = store.wrap_token.replace(wrapped.token);
         store.rewrap_at = Some(Instant::now() + two_thirds(wrapped.ttl_secs.max(3)));
-        if store.failing {
-            store.failing = false;
+        if store.failures > 0 {
+            store.failures = 0;
             tracing::info!("agent state saved again");
         }
         self.dirty = false;
@@ -392,12 +392,16 @@ impl Agent {
         let Some(store) = self.store.as_mut() else {
             return;
         };
-        // Retried at the next tick, not in a tight loop.
-        store.rewrap_at = Some(Instant::now() + self.backoff.delay(0).max(Duration::from_secs(1)));
-        if !store.failing {
-            store.failing = true;
+        // Retried with backoff (up to --retry-max), not at every tick.
+        let delay = self
+            .backoff
+            .delay(store.failures)
+            .max(Duration::from_secs(1));
+        store.rewrap_at = Some(Instant::now() + delay);
+        if store.failures == 0 {
             tracing::warn!(error = %e, "cannot save the agent state; a restart would log in again");
         }
+        store.failures = store.failures.saturating_add(1);
     }
 
     /// Deletes the state (its token was revoked).
