@@ -336,12 +336,13 @@ impl Agent {
             eprintln!("vault-injector agent: {e}");
             return e.exit_code();
         }
+        // Before readiness: an agent killed once the app runs can resume.
+        self.save_state().await;
         if let Err(e) = self.mark_ready() {
             tracing::error!(error = %e, "cannot write the readiness marker");
             return e.exit_code();
         }
         tracing::info!(secrets = self.cfg.secrets.len(), "every secret rendered");
-        self.save_state().await;
         if mode == Mode::Init {
             return 0;
         }
@@ -613,7 +614,10 @@ impl Agent {
     async fn tick(&mut self) {
         let now = Instant::now();
         let mut errors: Vec<(Option<usize>, Error)> = Vec::new();
+        // A tick for the state alone (rewrap) says nothing about health.
+        let mut worked = false;
         if self.token.and_then(|t| t.next).is_some_and(|n| n <= now) {
+            worked = true;
             if let Err(e) = self.renew_token().await {
                 errors.push((None, e));
             }
@@ -623,6 +627,7 @@ impl Agent {
             if self.states[i].next > now {
                 continue;
             }
+            worked = true;
             match self.refresh(i).await {
                 Ok(true) => changed.push(i),
                 Ok(false) => {}
@@ -634,7 +639,9 @@ impl Agent {
                 }
             }
         }
-        self.health(&errors);
+        if worked {
+            self.health(&errors);
+        }
         if !changed.is_empty() {
             self.reload(&changed).await;
         }
