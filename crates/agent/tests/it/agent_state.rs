@@ -361,3 +361,50 @@ fn tampered_foreign_replayed_stolen_and_expired_state_is_refused() {
 
     assert_no_leaks(&outputs, &[KV_VALUE, &stolen_token, &key, &wrap]);
 }
+
+/// Not a check: prints what a restart costs with and without the saved
+/// state (`--ignored --nocapture measure_resume`), each start an `init`
+/// run of the debug binary against a local OpenBao and PostgreSQL.
+#[test]
+#[ignore = "measurement"]
+fn measure_resume_against_a_fresh_start() {
+    let Some(bao) = OpenBao::start() else { return };
+    let Some(pg) = Postgres::start() else { return };
+    bao.configure();
+    database(&bao, &pg);
+    bao.kv_put("secret", "state", &json!({"v": KV_VALUE}));
+    let dirs = AgentDirs::new(support::bin(), &bao);
+    let cfg = secrets_cfg(&bao);
+    let runs = 20;
+    let time = |resume: bool| {
+        let mut ms = Vec::new();
+        for _ in 0..runs {
+            if !resume {
+                let _ = std::fs::remove_file(dirs.state.join("state"));
+            }
+            let t = Instant::now();
+            let out = run_init(&cfg, &dirs);
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        ms.sort_by(f64::total_cmp);
+        (ms[ms.len() / 2], ms[ms.len() * 9 / 10])
+    };
+    let before = db_leases(&bao).len();
+    let fresh = time(false);
+    let after_fresh = db_leases(&bao).len();
+    let resumed = time(true);
+    let after_resume = db_leases(&bao).len();
+    println!(
+        "fresh start: p50 {:.1} ms, p90 {:.1} ms, {} new database leases in {runs} starts",
+        fresh.0,
+        fresh.1,
+        after_fresh - before
+    );
+    println!(
+        "resume:      p50 {:.1} ms, p90 {:.1} ms, {} new database leases in {runs} starts",
+        resumed.0,
+        resumed.1,
+        after_resume - after_fresh
+    );
+}
