@@ -7,6 +7,10 @@
 //! secrets every refresh interval (re-rendering only on change), fetches new
 //! credentials when a lease cannot be extended, and runs the reload after a
 //! change. While Vault is down the last good files stay in place.
+//!
+//! Both save the token and leases in an encrypted state (`state`, `resume`)
+//! and start by resuming from it, so a restarted agent, or the classic
+//! sidecar after its init container, keeps the same token and credentials.
 
 mod reload;
 mod resume;
