@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const AGENT_CONFIG_ENV: &str = "VAULT_INJECTOR_CONFIG";
 /// Where the secrets volume is mounted in app and agent containers.
 pub const SECRETS_DIR: &str = "/vault/secrets";
-/// Agent-only memory volume (Vault token, readiness marker, state).
+/// Agent-only memory volume (encrypted state with the Vault token, readiness marker).
 pub const STATE_DIR: &str = "/vault/agent";
 /// Projected service-account token path inside a pod.
 pub const SA_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
@@ -50,7 +50,7 @@ pub struct AgentConfig {
     /// Directory the secrets are rendered into (the shared memory volume).
     #[serde(default = "default_secrets_dir")]
     pub secrets_dir: String,
-    /// Agent-only directory (token, readiness marker).
+    /// Agent-only directory (encrypted state, readiness marker).
     #[serde(default = "default_state_dir")]
     pub state_dir: String,
     /// Files to render.
