@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use json_patch::jsonptr::PointerBuf;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Pod, PodSpec, Probe,
-    ProjectedVolumeSource, SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume,
-    VolumeMount, VolumeProjection,
+    ProjectedVolumeSource, SeccompProfile, SecretVolumeSource, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::ser::SerializeStruct;
@@ -23,7 +23,7 @@ use crate::annotations::{Lifecycle, STATUS, STATUS_INJECTED};
 use crate::config::WebhookConfig;
 use crate::contract::{AuthMethod, AGENT_BIN, AGENT_CONFIG_ENV, SECRETS_DIR, STATE_DIR};
 use crate::plan::{
-    ExecTarget, Plan, Remount, AGENT_CONTAINER, BIN_DIR, BIN_VOLUME, COPY_CONTAINER,
+    ExecTarget, Plan, Remount, AGENT_CONTAINER, BIN_DIR, BIN_VOLUME, COPY_CONTAINER, EXTRA_VOLUME,
     INIT_CONTAINER, SECRETS_VOLUME, STATE_VOLUME, TOKEN_DIR, TOKEN_VOLUME,
 };
 
@@ -62,6 +62,7 @@ pub enum OpValue {
     Strings(Vec<String>),
     Str(&'static str),
     Map(BTreeMap<&'static str, &'static str>),
+    Bool(bool),
 }
 
 impl Serialize for AddOp {
@@ -128,6 +129,16 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> PodPatch {
             &cfg.agent.secrets_volume_size,
         ));
         volumes.push(memory_volume(STATE_VOLUME, &cfg.agent.state_volume_size));
+        if let Some(secret) = &plan.agent_extra_secret {
+            volumes.push(Volume {
+                name: EXTRA_VOLUME.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
     }
     if uses_token(plan) && (plan.needs_agent || !plan.exec.is_empty()) {
         volumes.push(token_volume());
@@ -153,8 +164,21 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> PodPatch {
         ..Default::default()
     });
     let extra: Vec<VolumeMount> = plan.extra_volumes.iter().map(|v| v.mount.clone()).collect();
+    let secret_dirs: Vec<VolumeMount> = plan
+        .extra_secret_mounts
+        .iter()
+        .filter(|_| plan.needs_agent)
+        .map(|(path, dir)| VolumeMount {
+            name: SECRETS_VOLUME.into(),
+            mount_path: path.clone(),
+            sub_path: Some(dir.clone()),
+            read_only: Some(true),
+            ..Default::default()
+        })
+        .collect();
     for t in &plan.targets {
         let mut m: Vec<VolumeMount> = secrets_mount.iter().cloned().collect();
+        m.extend(secret_dirs.iter().cloned());
         m.extend(extra.iter().cloned());
         if plan
             .exec
@@ -213,6 +237,16 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> PodPatch {
                 sidecar,
             ));
         }
+    }
+
+    if let Some(share) = plan
+        .share_process_namespace
+        .filter(|s| spec.share_process_namespace != Some(*s))
+    {
+        ops.push(add(
+            PointerBuf::from_tokens(["spec", "shareProcessNamespace"]),
+            OpValue::Bool(share),
+        ));
     }
 
     // Offline (`mutate`), a pod asking only for volume profiles gets
@@ -456,12 +490,23 @@ fn agent_container(
             ..Default::default()
         });
     }
+    if plan.agent_extra_secret.is_some() {
+        volume_mounts.push(VolumeMount {
+            name: EXTRA_VOLUME.into(),
+            mount_path: crate::compat::vaultk8s::EXTRA_SECRET_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    volume_mounts.extend(plan.agent_copied_mounts.iter().cloned());
+    let mut args = vec!["agent".to_string(), "--mode".into(), mode.into()];
+    args.extend(plan.agent_args.iter().cloned());
     Container {
         name: name.into(),
         image: Some(plan.image.clone()),
         image_pull_policy: Some(cfg.agent.image_pull_policy.clone()),
         command: Some(vec![AGENT_BIN.into()]),
-        args: Some(vec!["agent".into(), "--mode".into(), mode.into()]),
+        args: Some(args),
         env: Some(vec![EnvVar {
             name: AGENT_CONFIG_ENV.into(),
             value: Some(config.into()),

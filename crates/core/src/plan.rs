@@ -23,6 +23,8 @@ use crate::contract::{
 pub const SECRETS_VOLUME: &str = "vault-injector-secrets";
 pub const STATE_VOLUME: &str = "vault-injector-state";
 pub const TOKEN_VOLUME: &str = "vault-injector-token";
+/// vault-k8s `agent-extra-secret`, in the agent containers only.
+pub const EXTRA_VOLUME: &str = "vault-injector-extra";
 /// The native sidecar, or the classic sidecar.
 pub const AGENT_CONTAINER: &str = "vault-injector-agent";
 /// The classic (run-once) init container.
@@ -97,6 +99,21 @@ pub struct Plan {
     /// Where target containers see the secrets (vault-k8s
     /// `secret-volume-path`; `/vault/secrets` otherwise).
     pub secrets_mount_path: String,
+    /// vault-k8s `secret-volume-path-NAME`: (mount path, directory in the
+    /// secrets volume) mounted into the targets besides the main mount; the
+    /// secret's file is rendered into that directory.
+    pub extra_secret_mounts: Vec<(String, String)>,
+    /// vault-k8s `agent-share-process-namespace`: the pod's
+    /// `shareProcessNamespace` to set.
+    pub share_process_namespace: Option<bool>,
+    /// Extra arguments of the agent containers (vault-k8s auth backoff).
+    pub agent_args: Vec<String>,
+    /// vault-k8s `agent-extra-secret`: a Secret mounted read-only into the
+    /// agent containers.
+    pub agent_extra_secret: Option<String>,
+    /// vault-k8s `agent-copy-volume-mounts`: the app container's mounts the
+    /// agent containers get (read-only).
+    pub agent_copied_mounts: Vec<VolumeMount>,
     /// Agent resources; the operator's unless annotations or policy say
     /// otherwise.
     pub resources: ResourceRequirements,
@@ -216,7 +233,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             (annotations::from_annotations(annotations)?, None)
         }
         (None, Some(v)) => {
-            if goparse::parse_bool(v) == Ok(false) {
+            if goparse::parse_bool_or_empty(v) == Ok(false) {
                 return Ok(Planned::Skip(format!("{} is false", vaultk8s::INJECT)));
             }
             match vaultk8s::from_annotations(annotations)? {
@@ -267,6 +284,12 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         .into_plan());
     }
 
+    if SYSTEM_NAMESPACES.contains(&ctx.namespace.as_str()) {
+        return Err(Error::Pod(format!(
+            "cannot inject into system namespaces: {} (as vault-k8s refuses too)",
+            ctx.namespace
+        )));
+    }
     let env_refs = env_references(spec)?;
     if req.secrets.is_empty() && req.env.is_empty() && req.volumes.is_empty() && env_refs.is_empty()
     {
@@ -292,13 +315,18 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
     let target_names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let InjectionRequest {
         auth_path,
-        secrets,
+        mut secrets,
         env,
         volumes,
         agent: lifecycle,
         reload,
         ..
     } = req;
+    let secrets_mount_path = extras
+        .secret_volume_path
+        .clone()
+        .unwrap_or_else(|| SECRETS_DIR.to_string());
+    let extra_secret_mounts = secret_subdirs(&mut secrets, &extras, &secrets_mount_path);
     let mut vault: crate::contract::VaultConnection = (&cfg.vault).into();
     if let Some(ns) = &extras.vault_namespace {
         vault.namespace = Some(ns.clone());
@@ -360,7 +388,36 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
     // as a fixed non-root user, the agent runs as that user too so the default
     // mode 0400 stays readable by the app.
     let pod_sc = spec.security_context.as_ref();
-    let run_as_user = extras.run_as_user.unwrap_or_else(|| {
+    let same_user = if extras.run_as_same_user {
+        let key = format!("{}agent-run-as-same-user", vaultk8s::PREFIX);
+        let first = spec.containers.first();
+        match first
+            .and_then(|c| c.security_context.as_ref())
+            .and_then(|s| s.run_as_user)
+        {
+            None => {
+                return Err(Problem::new(
+                    key,
+                    format!(
+                        "container {:?} has no securityContext.runAsUser for the agent to take",
+                        first.map(|c| c.name.as_str()).unwrap_or_default()
+                    ),
+                )
+                .into_plan())
+            }
+            Some(0) => {
+                return Err(Problem::new(
+                    key,
+                    "the first container runs as root (0); the agent never does",
+                )
+                .into_plan())
+            }
+            Some(u) => Some(u),
+        }
+    } else {
+        None
+    };
+    let run_as_user = same_user.or(extras.run_as_user).unwrap_or_else(|| {
         pod_sc
             .and_then(|s| s.run_as_user)
             .filter(|&u| u != 0)
@@ -372,7 +429,49 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             .filter(|&g| g != 0)
             .unwrap_or(cfg.agent.run_as_group)
     });
-    let mut warnings = Vec::new();
+    if extras.share_process_namespace == Some(true) && spec.share_process_namespace == Some(false) {
+        return Err(Problem::new(
+            format!("{}agent-share-process-namespace", vaultk8s::PREFIX),
+            "the pod sets shareProcessNamespace: false explicitly; refusing to turn it on \
+             (as vault-k8s does)",
+        )
+        .into_plan());
+    }
+    let mut agent_copied_mounts = Vec::new();
+    if let Some(name) = &extras.copy_volume_mounts {
+        let key = format!("{}agent-copy-volume-mounts", vaultk8s::PREFIX);
+        let Some(c) = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| &c.name == name)
+        else {
+            return Err(
+                Problem::new(key, format!("there is no container {name:?} in the pod")).into_plan(),
+            );
+        };
+        agent_copied_mounts = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| !is_agent_path(&m.mount_path) && !m.mount_path.contains("serviceaccount"))
+            .map(|m| VolumeMount {
+                read_only: Some(true),
+                ..m.clone()
+            })
+            .collect();
+    }
+    let mut agent_args = Vec::new();
+    for (flag, d) in [
+        ("--retry-initial", extras.min_backoff),
+        ("--retry-max", extras.max_backoff),
+    ] {
+        if let Some(d) = d {
+            agent_args.push(flag.to_string());
+            agent_args.push(format!("{}ms", d.as_millis().max(1)));
+        }
+    }
+    let mut warnings = extras.warnings.clone();
     let classic_sidecar = !cfg.agent.native_sidecar && lifecycle != Lifecycle::InitOnly;
     if let Some(policy) = spec
         .restart_policy
@@ -394,14 +493,13 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
                 .insert(k.clone(), Quantity(v.clone()));
         }
     }
-    let secrets_mount_path = extras
-        .secret_volume_path
-        .clone()
-        .unwrap_or_else(|| SECRETS_DIR.to_string());
+    let secret_paths: Vec<&str> = std::iter::once(secrets_mount_path.as_str())
+        .chain(extra_secret_mounts.iter().map(|(p, _)| p.as_str()))
+        .collect();
     check_mount_paths(
         spec,
         (!agent.secrets.is_empty()).then_some(&targets[..]),
-        &secrets_mount_path,
+        &secret_paths,
         &exec,
         method != AuthMethod::Approle,
     )?;
@@ -417,6 +515,11 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         env,
         volumes,
         secrets_mount_path,
+        extra_secret_mounts,
+        share_process_namespace: extras.share_process_namespace,
+        agent_args,
+        agent_extra_secret: extras.extra_secret.clone(),
+        agent_copied_mounts,
         resources,
         image: cfg.agent.image.clone(),
         vault_k8s,
@@ -430,6 +533,54 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             .map(|(_, _, var, r)| (var, r.path))
             .collect(),
     })))
+}
+
+/// Namespaces whose pods are never injected (vault-k8s refuses them too):
+/// the cluster's own components must not depend on the injector.
+pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public"];
+
+/// Paths of the agent containers that a copied mount must not shadow.
+fn is_agent_path(path: &str) -> bool {
+    let p = path.trim_end_matches('/');
+    [
+        SECRETS_DIR,
+        STATE_DIR,
+        TOKEN_DIR,
+        vaultk8s::EXTRA_SECRET_DIR,
+    ]
+    .iter()
+    .any(|a| p == *a || p.starts_with(&format!("{a}/")) || a.starts_with(&format!("{p}/")))
+}
+
+/// vault-k8s `secret-volume-path-NAME`: each distinct path other than the
+/// main mount gets a directory of the secrets volume, mounted there with
+/// `subPath`; the secret's file moves into that directory. One volume keeps
+/// one agent, one size limit and one memory budget for all of them.
+fn secret_subdirs(
+    secrets: &mut [annotations::SecretRequest],
+    extras: &vaultk8s::VaultK8sExtras,
+    main: &str,
+) -> Vec<(String, String)> {
+    let mut paths: Vec<&String> = extras
+        .secret_volume_paths
+        .values()
+        .filter(|p| p.as_str() != main)
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let mounts: Vec<(String, String)> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.to_string(), format!(".volume-path-{i}")))
+        .collect();
+    for s in secrets.iter_mut() {
+        if let Some(p) = extras.secret_volume_paths.get(&s.name) {
+            if let Some((_, dir)) = mounts.iter().find(|(m, _)| m == p) {
+                s.file = format!("{dir}/{}", s.file);
+            }
+        }
+    }
+    mounts
 }
 
 /// Every `vault:PATH#KEY[#VERSION]` env value in the pod, validated:
@@ -588,7 +739,14 @@ fn carries_injection(spec: &PodSpec) -> bool {
 }
 
 fn is_our_volume(name: &str) -> bool {
-    [SECRETS_VOLUME, STATE_VOLUME, TOKEN_VOLUME, BIN_VOLUME].contains(&name)
+    [
+        SECRETS_VOLUME,
+        STATE_VOLUME,
+        TOKEN_VOLUME,
+        BIN_VOLUME,
+        EXTRA_VOLUME,
+    ]
+    .contains(&name)
         || name.starts_with(crate::profile::VOLUME_NAME_PREFIX)
 }
 
@@ -743,7 +901,7 @@ fn targets(
 fn check_mount_paths(
     spec: &PodSpec,
     secret_targets: Option<&[Target]>,
-    secrets_path: &str,
+    secrets_paths: &[&str],
     exec: &[ExecTarget],
     exec_token: bool,
 ) -> Result<()> {
@@ -763,13 +921,22 @@ fn check_mount_paths(
         {
             problems.push(format!(
                 "container {:?} already mounts volume {:?} at {path}, where vault-injector \
-                 mounts {what}",
-                c.name, m.name
+                 mounts {what}{}",
+                c.name,
+                m.name,
+                if what == "the secrets" {
+                    " (remove that mount, or choose another path for the secrets: \
+                     vault.hashicorp.com/secret-volume-path)"
+                } else {
+                    ""
+                }
             ));
         }
     };
     for t in secret_targets.into_iter().flatten() {
-        check(t.init, t.index, secrets_path, "the secrets");
+        for path in secrets_paths {
+            check(t.init, t.index, path, "the secrets");
+        }
     }
     for e in exec {
         check(e.init, e.index, BIN_DIR, "its binary for `exec`");
@@ -791,7 +958,7 @@ fn check_reserved_names(spec: &k8s_openapi::api::core::v1::PodSpec) -> Result<()
         ))
     };
     for v in spec.volumes.iter().flatten() {
-        if [SECRETS_VOLUME, STATE_VOLUME, TOKEN_VOLUME, BIN_VOLUME].contains(&v.name.as_str()) {
+        if is_our_volume(&v.name) && !v.name.starts_with(crate::profile::VOLUME_NAME_PREFIX) {
             return Err(clash(&v.name));
         }
     }

@@ -37,7 +37,6 @@ pub const REFUSED_ANNOTATIONS: &[&str] = &[
     "vault.hashicorp.com/ca-key",
     "vault.hashicorp.com/client-cert",
     "vault.hashicorp.com/client-key",
-    "vault.hashicorp.com/tls-secret",
     "vault.hashicorp.com/tls-server-name",
     "vault.hashicorp.com/proxy-address",
 ];
@@ -123,8 +122,9 @@ pub fn connection_overrides(
 ) -> Result<ConnectionOverride, OverrideDenial> {
     let mut out = ConnectionOverride::default();
 
+    // vault-k8s reads an empty value as unset.
     for key in REFUSED_ANNOTATIONS {
-        if annotations.contains_key(*key) {
+        if annotations.get(*key).is_some_and(|v| !v.is_empty()) {
             return Err(denial(
                 key,
                 "pods may not supply TLS material, a TLS server name or a proxy for the Vault connection; the operator sets them (vault.caPem in the webhook config)".into(),
@@ -177,7 +177,13 @@ pub fn connection_overrides(
         let Some(value) = annotations.get(*key) else {
             continue;
         };
-        let Ok(skip) = crate::compat::goparse::parse_bool(value) else {
+        // The other dialects' booleans are parseutil's: "" is false.
+        let parsed = if key.starts_with(crate::annotations::PREFIX) {
+            crate::compat::goparse::parse_bool(value)
+        } else {
+            crate::compat::goparse::parse_bool_or_empty(value)
+        };
+        let Ok(skip) = parsed else {
             return Err(denial(
                 key,
                 format!("{} is not a boolean (true/false, 1/0, t/f)", shown(value)),
