@@ -355,9 +355,11 @@ pub fn from_annotations(
             "agent-run-as-user" | "agent-run-as-group" => match goparse::parse_int(value) {
                 // A group of 0 runs nothing as root (OpenShift runs every
                 // pod so); a user of 0 would.
-                Ok(0) if suffix == "agent-run-as-user" => problems.push(Problem::new(
-                    full,
-                    "the agent never runs as root (0); pick a non-zero id",
+                // Not honoured, not denied: the agent renders the same files
+                // as a non-root user (vault-k8s writes them 0644).
+                Ok(0) if suffix == "agent-run-as-user" => warnings.push(format!(
+                    "{full}: ignored: the agent never runs as root; it runs as the pod's \
+                     or the operator's non-root user"
                 )),
                 Ok(n) if n < 0 => problems.push(Problem::new(full, format!("{n} is not a valid id"))),
                 Ok(n) => {

@@ -50,6 +50,9 @@ pub struct ConnectionOverride {
     pub ca_pem: Option<String>,
     /// Annotation keys that changed something, for the audit line.
     pub honoured: Vec<String>,
+    /// Requests not honoured that need not deny the pod (asking to skip TLS
+    /// verification: the agent keeps verifying), as admission warnings.
+    pub warnings: Vec<String>,
 }
 
 impl ConnectionOverride {
@@ -192,11 +195,21 @@ pub fn connection_overrides(
         if skip == vault.tls_skip_verify {
             continue;
         }
-        if skip && !allow.allow_tls_skip_verify {
+        if skip && !allow.allow_tls_skip_verify && key.starts_with(crate::annotations::PREFIX) {
             return Err(denial(
                 key,
                 "pods may not turn off TLS verification of Vault: the operator's agentOverrides.allowTlsSkipVerify is false".into(),
             ));
+        }
+        // The compatibility dialects' manifests often carry this from a lab:
+        // not honouring it keeps the connection as safe as the operator made
+        // it, so the pod is admitted, with a warning.
+        if skip && !allow.allow_tls_skip_verify {
+            out.warnings.push(format!(
+                "{key}: ignored: the agent keeps verifying Vault's TLS certificate \
+                 (the operator's agentOverrides.allowTlsSkipVerify is false)"
+            ));
+            continue;
         }
         out.tls_skip_verify = Some(skip);
         out.honoured.push(key.to_string());
@@ -311,11 +324,24 @@ mod tests {
 
     #[test]
     fn tls_skip_needs_the_allowlist_and_a_boolean() {
-        for key in TLS_SKIP_ANNOTATIONS {
-            let err = connection_overrides(&ann(&[(key, "true")]), &vault(), &Default::default())
-                .unwrap_err();
-            assert_eq!(err.annotation, *key);
-            assert!(err.to_string().contains("allowTlsSkipVerify"), "{err}");
+        let err = connection_overrides(
+            &ann(&[(TLS_SKIP_ANNOTATIONS[0], "true")]),
+            &vault(),
+            &Default::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.annotation, TLS_SKIP_ANNOTATIONS[0]);
+        assert!(err.to_string().contains("allowTlsSkipVerify"), "{err}");
+        for key in &TLS_SKIP_ANNOTATIONS[1..] {
+            let o = connection_overrides(&ann(&[(key, "true")]), &vault(), &Default::default())
+                .unwrap();
+            assert_eq!(o.tls_skip_verify, None, "{key} must not be honoured");
+            assert!(o.honoured.is_empty());
+            assert!(
+                o.warnings[0].starts_with(key) && o.warnings[0].contains("allowTlsSkipVerify"),
+                "{:?}",
+                o.warnings
+            );
         }
         // Asking for verification is never a widening.
         let o = connection_overrides(
