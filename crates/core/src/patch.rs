@@ -566,6 +566,187 @@ mod tests {
         serde_json::from_value(doc).unwrap()
     }
 
+    fn vault_k8s_pod(extra: &[(&str, &str)], spec: serde_json::Value) -> Pod {
+        let mut ann = serde_json::Map::new();
+        for (k, v) in [
+            ("agent-inject", "true"),
+            ("role", "web"),
+            ("agent-inject-secret-db", "secret/data/db"),
+            ("agent-inject-secret-env", "secret/data/env"),
+        ]
+        .iter()
+        .chain(extra)
+        {
+            ann.insert(format!("vault.hashicorp.com/{k}"), json!(v));
+        }
+        pod(json!({"metadata": {"name": "web", "annotations": ann}, "spec": spec}))
+    }
+
+    #[test]
+    fn vault_k8s_pod_settings_reach_the_pod() {
+        let cfg = WebhookConfig::default();
+        let p = vault_k8s_pod(
+            &[
+                ("secret-volume-path-env", "/etc/container_environment"),
+                ("secret-volume-path-db", "/vault/secrets"),
+                ("agent-share-process-namespace", "true"),
+                ("auth-min-backoff", "2s"),
+                ("auth-max-backoff", "1m"),
+                ("agent-extra-secret", "approle-ids"),
+                ("agent-copy-volume-mounts", "app"),
+                ("agent-run-as-same-user", "true"),
+            ],
+            json!({"containers": [{"name": "app", "image": "x",
+                "securityContext": {"runAsUser": 4242},
+                "volumeMounts": [{"name": "certs", "mountPath": "/etc/certs"}]}],
+                "volumes": [{"name": "certs", "emptyDir": {}}]}),
+        );
+        let out = injected(&p, &cfg);
+        let spec = out.spec.unwrap();
+        assert_eq!(spec.share_process_namespace, Some(true));
+        let app = &spec.containers[0];
+        let secret_mounts: Vec<(String, Option<String>)> = app
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.name == SECRETS_VOLUME)
+            .map(|m| (m.mount_path.clone(), m.sub_path.clone()))
+            .collect();
+        assert_eq!(
+            secret_mounts,
+            vec![
+                ("/vault/secrets".to_string(), None),
+                (
+                    "/etc/container_environment".to_string(),
+                    Some(".volume-path-0".to_string())
+                )
+            ]
+        );
+        let agent = &spec.init_containers.as_ref().unwrap()[0];
+        let cfg_json = &agent.env.as_ref().unwrap()[0].value;
+        let agent_cfg: crate::contract::AgentConfig =
+            serde_json::from_str(cfg_json.as_deref().unwrap()).unwrap();
+        let files: Vec<&str> = agent_cfg.secrets.iter().map(|s| s.file.as_str()).collect();
+        assert_eq!(files, ["db", ".volume-path-0/env"]);
+        assert_eq!(
+            agent.args.as_deref().unwrap(),
+            [
+                "agent",
+                "--mode",
+                "sidecar",
+                "--retry-initial",
+                "2000ms",
+                "--retry-max",
+                "60000ms"
+            ]
+        );
+        let sc = agent.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_user, Some(4242));
+        let agent_mounts: Vec<(&str, &str, Option<bool>)> = agent
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert!(
+            agent_mounts.contains(&(EXTRA_VOLUME, "/vault/custom", Some(true))),
+            "{agent_mounts:?}"
+        );
+        assert!(
+            agent_mounts.contains(&("certs", "/etc/certs", Some(true))),
+            "{agent_mounts:?}"
+        );
+        let extra = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == EXTRA_VOLUME)
+            .unwrap();
+        assert_eq!(
+            extra.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("approle-ids")
+        );
+        // The pod's own setting is not overwritten by an absent annotation.
+        let plain = vault_k8s_pod(
+            &[],
+            json!({"shareProcessNamespace": false, "containers": [{"name": "app", "image": "x"}]}),
+        );
+        assert_eq!(
+            injected(&plain, &cfg).spec.unwrap().share_process_namespace,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn vault_k8s_pod_level_denials() {
+        let cfg = WebhookConfig::default();
+        let deny = |extra: &[(&str, &str)], spec: serde_json::Value, ns: &str| {
+            let ctx = RequestContext {
+                namespace: ns.into(),
+            };
+            plan(&vault_k8s_pod(extra, spec), &ctx, &cfg)
+                .expect_err("must be denied")
+                .to_string()
+        };
+        let app = json!({"containers": [{"name": "app", "image": "x"}]});
+        for (extra, spec, ns, want) in [
+            (
+                vec![("agent-run-as-same-user", "true")],
+                app.clone(),
+                "shop",
+                "no securityContext.runAsUser",
+            ),
+            (
+                vec![("agent-run-as-same-user", "true")],
+                json!({"containers": [{"name": "app", "image": "x", "securityContext": {"runAsUser": 0}}]}),
+                "shop",
+                "runs as root",
+            ),
+            (
+                vec![("agent-share-process-namespace", "true")],
+                json!({"shareProcessNamespace": false, "containers": [{"name": "app", "image": "x"}]}),
+                "shop",
+                "shareProcessNamespace: false",
+            ),
+            (
+                vec![("agent-copy-volume-mounts", "ghost")],
+                app.clone(),
+                "shop",
+                "no container \"ghost\"",
+            ),
+            (vec![], app.clone(), "kube-system", "system namespaces"),
+            (
+                vec![],
+                json!({"containers": [{"name": "app", "image": "x",
+                    "volumeMounts": [{"name": "mine", "mountPath": "/vault/secrets"}]}]}),
+                "shop",
+                "container \"app\" already mounts volume \"mine\" at /vault/secrets",
+            ),
+            (
+                vec![("secret-volume-path-env", "/etc/env")],
+                json!({"containers": [{"name": "app", "image": "x",
+                    "volumeMounts": [{"name": "mine", "mountPath": "/etc/env"}]}]}),
+                "shop",
+                "container \"app\" already mounts volume \"mine\" at /etc/env",
+            ),
+        ] {
+            let e = deny(&extra, spec, ns);
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+        // A pod with its own volume at /vault/secrets can move ours.
+        let moved = vault_k8s_pod(
+            &[("secret-volume-path", "/run/vault")],
+            json!({"containers": [{"name": "app", "image": "x",
+                "volumeMounts": [{"name": "mine", "mountPath": "/vault/secrets"}]}]}),
+        );
+        let out = injected(&moved, &cfg);
+        assert!(out.spec.unwrap().containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == SECRETS_VOLUME && m.mount_path == "/run/vault"));
+    }
+
     fn names(cs: &Option<Vec<Container>>) -> Vec<String> {
         cs.iter().flatten().map(|c| c.name.clone()).collect()
     }

@@ -1171,6 +1171,78 @@ mod tests {
     }
 
     #[test]
+    fn other_delimiters() {
+        let d = Delims {
+            left: "[[",
+            right: "]]",
+        };
+        let tpl =
+            r#"{{ literal }} [[ with secret "db/creds/app" ]]u=[[ .Data.username ]][[ end ]]"#;
+        let t = translate_with(tpl, d).unwrap();
+        assert_eq!(t.secret_path.as_deref(), Some("db/creds/app"));
+        let mut env = Environment::new();
+        register(&mut env);
+        let out = env
+            .render_str(&t.source, json!({"secret": {"username": "v-1"}}))
+            .unwrap();
+        assert_eq!(out, "{{ literal }} u=v-1");
+        // Go's delimiters are plain text then.
+        assert!(translate_with("[[ .Data.x ", d)
+            .unwrap_err()
+            .to_string()
+            .contains("`[[` without `]]`"));
+    }
+
+    fn render_bv(tpl: &str, data: serde_json::Value) -> String {
+        let t = translate_bankvaults(tpl).unwrap_or_else(|e| panic!("{tpl}: {e}"));
+        let mut env = Environment::new();
+        register(&mut env);
+        env.render_str(&t.source, json!({ "data": data }))
+            .unwrap_or_else(|e| panic!("{}: {e}", t.source))
+    }
+
+    #[test]
+    fn bank_vaults_templates() {
+        let data = json!({"DOCKER_USERNAME": "banzaicloud", "AWS_ACCESS_KEY_ID": "secretId",
+            "password": "p@ss word", "value": {"nested": {"key": "deep"}}});
+        for (tpl, want) in [
+            ("${.password}", "p@ss word"),
+            (
+                "My username on DockerHub is: ${title .DOCKER_USERNAME}",
+                "My username on DockerHub is: Banzaicloud",
+            ),
+            (
+                "AWS key in base64: ${.AWS_ACCESS_KEY_ID | b64enc}",
+                "AWS key in base64: c2VjcmV0SWQ=",
+            ),
+            ("prefix ${.value.nested.key} suffix", "prefix deep suffix"),
+            ("${.password | urlquery}", "p%40ss+word"),
+            ("${ .missing }", "<no value>"),
+            ("${ default \"x\" .missing }", "x"),
+            (
+                "${ .DOCKER_USERNAME | upper | replace \"BANZAI\" \"b\" }",
+                "bCLOUD",
+            ),
+            ("{{ not a tag }} ${.password}", "{{ not a tag }} p@ss word"),
+        ] {
+            assert_eq!(render_bv(tpl, data.clone()), want, "{tpl}");
+        }
+        for (tpl, want) in [
+            ("${ file \"/etc/passwd\" }", "reads files"),
+            ("${ env \"HOME\" }", "reads files"),
+            ("${ awskms .x }", "reads files"),
+            ("${ .x", "without `}`"),
+        ] {
+            let e = translate_bankvaults(tpl).unwrap_err().to_string();
+            assert!(e.contains(want), "{tpl}: {e}");
+        }
+        assert_eq!(
+            go_title("hello wORLD o'neil x_y".into()),
+            "Hello WORLD O'Neil X_y"
+        );
+    }
+
+    #[test]
     fn common_vault_k8s_forms() {
         let tpl = r#"{{- with secret "database/creds/db-app" -}}
 postgresql://{{ .Data.username }}:{{ .Data.password }}@postgres:5432/wizard
