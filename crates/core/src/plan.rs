@@ -531,6 +531,8 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         env_refs: env_refs
             .into_iter()
             .map(|(_, _, var, r)| (var, r.path))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect(),
     })))
 }
@@ -606,8 +608,33 @@ fn env_references(
                     bankvaults::MAX_REFS_PER_POD
                 )));
             }
-            match bankvaults::parse(v) {
-                Ok(r) => out.push((c.name.clone(), init, e.name.clone(), r)),
+            match bankvaults::parse_value(v) {
+                Ok(pieces) => {
+                    for p in pieces.into_iter().flatten() {
+                        let bankvaults::Piece::Ref(r) = p else {
+                            continue;
+                        };
+                        // The agent compiles the translation when it renders:
+                        // it must be within minijinja's limits now.
+                        if r.template {
+                            let checked = crate::compat::gotmpl::translate_bankvaults(&r.key)
+                                .map_err(|e| e.to_string())
+                                .and_then(|t| {
+                                    annotations::check_template_within(
+                                        &t.source,
+                                        crate::compat::gotmpl::MAX_OUTPUT_BYTES,
+                                        "translated template",
+                                    )
+                                });
+                            if let Err(m) = checked {
+                                problems
+                                    .push(format!("container {:?} env {}: {m}", c.name, e.name));
+                                continue;
+                            }
+                        }
+                        out.push((c.name.clone(), init, e.name.clone(), r));
+                    }
+                }
                 Err(m) => problems.push(format!("container {:?} env {}: {m}", c.name, e.name)),
             }
         }

@@ -257,7 +257,7 @@ fn lint_object(
         }
     }
     for (container, var, value) in &env_refs {
-        if let Err(m) = bankvaults::parse(value) {
+        if let Err(m) = bankvaults::parse_value(value) {
             lines.push(format!(
                 "{object}:spec.containers[{container}].env[{var}]: {m}"
             ));
