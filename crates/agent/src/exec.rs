@@ -66,9 +66,14 @@ pub enum Error {
         key: String,
     },
     #[error(
-        "env var {var}: the value from {path} holds a NUL byte, which an environment variable cannot hold"
+        "env var {var}: key {key:?} in {path} holds a NUL byte, which an environment variable cannot hold"
     )]
-    Nul { var: String, path: String },
+    Nul {
+        var: String,
+        path: String,
+        /// The key, or `template` for a template's output.
+        key: String,
+    },
     #[error(
         "env var {var}: the value from {path} is {len} bytes, over the kernel's limit of \
          {MAX_ARG_STRLEN} bytes for one environment entry"
@@ -228,20 +233,33 @@ async fn resolve(
                 cache.insert(cache_key.clone(), secret);
             }
             let secret = &cache[&cache_key];
-            if r.template {
-                value.push_str(&render_template(&w.var, r, secret)?);
-                continue;
+            let v = if r.template {
+                render_template(&w.var, r, secret)?
+            } else {
+                let v = secret.data.get(&r.key).ok_or_else(|| Error::MissingKey {
+                    var: w.var.clone(),
+                    path: r.path.clone(),
+                    key: r.key.clone(),
+                })?;
+                scalar(v).ok_or_else(|| Error::NotScalar {
+                    var: w.var.clone(),
+                    path: r.path.clone(),
+                    key: r.key.clone(),
+                })?
+            };
+            // Checked here so the error names the variable: `execve` would
+            // only say "nul byte found".
+            if v.contains('\0') {
+                return Err(Error::Nul {
+                    var: w.var.clone(),
+                    path: r.path.clone(),
+                    key: if r.template {
+                        "template".into()
+                    } else {
+                        r.key.clone()
+                    },
+                });
             }
-            let v = secret.data.get(&r.key).ok_or_else(|| Error::MissingKey {
-                var: w.var.clone(),
-                path: r.path.clone(),
-                key: r.key.clone(),
-            })?;
-            let v = scalar(v).ok_or_else(|| Error::NotScalar {
-                var: w.var.clone(),
-                path: r.path.clone(),
-                key: r.key.clone(),
-            })?;
             value.push_str(&v);
         }
         let path = w
@@ -252,14 +270,7 @@ async fn resolve(
                 Piece::Text(_) => None,
             })
             .unwrap_or_default();
-        // Checked here so the error names the variable: `execve` would
-        // only say "nul byte found" or "Argument list too long".
-        if value.contains('\0') {
-            return Err(Error::Nul {
-                var: w.var.clone(),
-                path: path.to_string(),
-            });
-        }
+        // `execve` would only say "Argument list too long".
         let len = w.var.len() + 1 + value.len() + 1;
         if len > MAX_ARG_STRLEN {
             return Err(Error::TooLong {

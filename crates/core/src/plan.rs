@@ -225,6 +225,28 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             )
             .into_plan())
         }
+        (None, None) if cfg.injector.bank_vaults_without_opt_in => {
+            let has_refs = pod.spec.iter().any(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .flat_map(|c| c.env.iter().flatten())
+                    .any(|e| e.value.as_deref().is_some_and(bankvaults::is_ref))
+            });
+            if !has_refs {
+                return Ok(Planned::Skip(format!("no {INJECT} annotation")));
+            }
+            match bankvaults::request_from_annotations(annotations)? {
+                Some((req, warnings)) => (
+                    req,
+                    Some(vaultk8s::VaultK8sExtras {
+                        warnings,
+                        ..Default::default()
+                    }),
+                ),
+                None => return Ok(Planned::Skip("Bank-Vaults mutate: skip".into())),
+            }
+        }
         (None, None) => return Ok(Planned::Skip(format!("no {INJECT} annotation"))),
         (Some(v), None) => {
             if goparse::parse_bool(v) == Ok(false) {
@@ -242,7 +264,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             }
         }
     };
-    let vault_k8s = extras.is_some();
+    let vault_k8s = extras.is_some() && annotations.contains_key(vaultk8s::INJECT);
     let extras = extras.unwrap_or_default();
     let spec = pod
         .spec

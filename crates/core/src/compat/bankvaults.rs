@@ -185,6 +185,85 @@ pub fn parse(value: &str) -> Result<EnvRef, String> {
     })
 }
 
+/// Bank-Vaults' annotation prefixes: its webhook's, the older one, and the
+/// successor project's.
+pub const ANNOTATION_PREFIXES: &[&str] = &[
+    "vault.security.banzaicloud.io/",
+    "vault.banzaicloud.io/",
+    "secrets-webhook.security.bank-vaults.io/",
+];
+
+/// What a pod without an opt-in annotation asks for through Bank-Vaults'
+/// annotations (`WebhookConfig.injector.bankVaultsWithoutOptIn`): role, auth
+/// path and method. The address and TLS settings are judged by
+/// `policy::overrides` like every dialect's; the env values themselves by
+/// `plan`. `Ok(None)`: the pod says `mutate: skip`.
+#[cfg(feature = "k8s")]
+pub fn request_from_annotations(
+    ann: &std::collections::BTreeMap<String, String>,
+) -> crate::annotations::Result<Option<(crate::annotations::InjectionRequest, Vec<String>)>> {
+    use crate::annotations::{InjectionRequest, Problem, STATUS};
+    use crate::contract::AuthMethod;
+    let mut req = InjectionRequest {
+        inject: Some(true),
+        status: ann.get(STATUS).cloned(),
+        ..Default::default()
+    };
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    for (key, value) in ann {
+        let Some(suffix) = ANNOTATION_PREFIXES.iter().find_map(|p| key.strip_prefix(p)) else {
+            continue;
+        };
+        match suffix {
+            "mutate" if value == "skip" => return Ok(None),
+            "vault-role" if value.trim().is_empty() => {
+                problems.push(Problem::new(key, "the role must not be empty"))
+            }
+            "vault-role" => req.role = Some(value.trim().to_string()),
+            "vault-path" if value.trim_matches('/').is_empty() => {
+                problems.push(Problem::new(key, "the auth path must not be empty"))
+            }
+            "vault-path" => req.auth_path = Some(value.trim().to_string()),
+            "vault-auth-method" => match value.as_str() {
+                "kubernetes" => req.auth_type = Some(AuthMethod::Kubernetes),
+                "jwt" => req.auth_type = Some(AuthMethod::Jwt),
+                other => problems.push(Problem::new(
+                    key,
+                    format!("auth method {other:?} is not supported (kubernetes or jwt)"),
+                )),
+            },
+            // Judged by `policy::overrides` against the operator's allowlist.
+            "vault-addr" | "vault-skip-verify" => {}
+            "vault-tls-secret" => warnings.push(format!(
+                "{key}: ignored: the agent verifies Vault with the operator's CA (vault.caPem)"
+            )),
+            "vault-env-from-path" => problems.push(Problem::new(
+                key,
+                "is not supported: name each variable as NAME=vault:PATH#KEY, so the cluster \
+                 policy and the audit see which keys reach the app",
+            )),
+            s if s.starts_with("vault-agent") || s.starts_with("vault-ct") => {
+                if !matches!(value.as_str(), "" | "false") {
+                    problems.push(Problem::new(
+                        key,
+                        "is not supported: Bank-Vaults' Vault Agent and consul-template sidecars \
+                         take their config from the pod; use vault-injector.io/secret-NAME files",
+                    ))
+                }
+            }
+            _ => warnings.push(format!(
+                "{key}: not used by vault-injector's Bank-Vaults support; ignored"
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Some((req, warnings)))
+    } else {
+        Err(crate::annotations::Error { problems })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

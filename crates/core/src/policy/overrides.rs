@@ -21,12 +21,16 @@ pub const ADDRESS_ANNOTATIONS: &[&str] = &[
     "vault-injector.io/vault-address",
     "vault.hashicorp.com/service",
     "vault.security.banzaicloud.io/vault-addr",
+    "vault.banzaicloud.io/vault-addr",
+    "secrets-webhook.security.bank-vaults.io/vault-addr",
 ];
 /// Annotations that turn TLS verification off.
 pub const TLS_SKIP_ANNOTATIONS: &[&str] = &[
     "vault-injector.io/tls-skip-verify",
     "vault.hashicorp.com/tls-skip-verify",
     "vault.security.banzaicloud.io/vault-skip-verify",
+    "vault.banzaicloud.io/vault-skip-verify",
+    "secrets-webhook.security.bank-vaults.io/vault-skip-verify",
 ];
 /// Annotation carrying a CA bundle (PEM) for the agent.
 pub const CA_ANNOTATION: &str = "vault-injector.io/ca-cert";
