@@ -133,6 +133,9 @@ pub struct Plan {
     /// The operator's default role, used when neither the pod nor the
     /// policy names one.
     pub default_role: Option<String>,
+    /// The annotation that names the role in the pod's dialect, for the
+    /// "no role" denial.
+    pub role_annotation: String,
     /// Not wrong enough to deny, but worth telling whoever applies the pod
     /// (returned as admission warnings).
     pub warnings: Vec<String>,
@@ -169,11 +172,7 @@ impl Plan {
         }
         if self.role.is_none() && self.agent.auth.method != AuthMethod::Approle {
             return Err(Problem::new(
-                if self.vault_k8s {
-                    format!("{}role", vaultk8s::PREFIX)
-                } else {
-                    format!("{PREFIX}role")
-                },
+                self.role_annotation.clone(),
                 "no Vault role: set this annotation (neither the webhook config nor the \
                  cluster policy gives a default role)",
             )
@@ -233,7 +232,15 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
                     .flat_map(|c| c.env.iter().flatten())
                     .any(|e| e.value.as_deref().is_some_and(bankvaults::is_ref))
             });
-            if !has_refs {
+            // Bank-Vaults forms that need no `vault:` value, which we refuse:
+            // the pod must hear why rather than start without its secrets.
+            let refused_form = annotations.keys().any(|k| {
+                bankvaults::ANNOTATION_PREFIXES.iter().any(|p| {
+                    k.strip_prefix(p)
+                        .is_some_and(|s| s == "vault-env-from-path" || s.ends_with("configmap"))
+                })
+            });
+            if !has_refs && !refused_form {
                 return Ok(Planned::Skip(format!("no {INJECT} annotation")));
             }
             match bankvaults::request_from_annotations(annotations)? {
@@ -265,6 +272,11 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         }
     };
     let vault_k8s = extras.is_some() && annotations.contains_key(vaultk8s::INJECT);
+    let role_annotation = match (&extras, vault_k8s) {
+        (_, true) => format!("{}role", vaultk8s::PREFIX),
+        (Some(_), false) => format!("{}vault-role", bankvaults::ANNOTATION_PREFIXES[0]),
+        (None, _) => format!("{PREFIX}role"),
+    };
     let extras = extras.unwrap_or_default();
     let spec = pod
         .spec
@@ -549,6 +561,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         extra_volumes: Vec::new(),
         requested_auth_path,
         default_role: cfg.auth.role.clone(),
+        role_annotation,
         warnings,
         env_refs: env_refs
             .into_iter()

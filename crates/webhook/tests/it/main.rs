@@ -4,6 +4,7 @@
 mod support;
 
 mod chart;
+mod compat_bankvaults;
 mod compat_openbao;
 mod compat_validation;
 mod compat_vaultk8s;
