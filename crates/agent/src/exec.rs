@@ -19,10 +19,10 @@ use std::process::ExitCode;
 
 use vault_injector_core::audit::{self, AgentAudit, AgentEvent};
 use vault_injector_core::compat::bankvaults::{self, EnvRef, Piece};
-use vault_injector_core::compat::gotmpl;
 use vault_injector_core::contract::{
     AgentConfig, EnvSpec, AGENT_BIN, AGENT_CONFIG_ENV, SA_TOKEN_PATH,
 };
+use vault_injector_core::go::gotmpl;
 use vault_injector_vault::{Exact, Vault};
 
 /// Exit code when a secret cannot be resolved (PROGRAM never started).

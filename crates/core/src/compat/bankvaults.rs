@@ -174,7 +174,7 @@ pub fn parse(value: &str) -> Result<EnvRef, String> {
     };
     let template = key.contains("${") && key.contains('}');
     if template {
-        super::gotmpl::translate_bankvaults(&key)
+        crate::go::gotmpl::translate_bankvaults(&key)
             .map_err(|e| format!("{value:?}: the template after '#': {e}"))?;
     }
     Ok(EnvRef {

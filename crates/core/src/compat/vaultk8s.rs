@@ -8,7 +8,7 @@
 //! `resource.ParseQuantity`, and a default applies only when a key is
 //! absent; the secret NAME becomes the file name, lowercased unless
 //! `preserve-secret-case` says otherwise; templates are Go templates,
-//! translated by [`super::gotmpl`]. vault-k8s never rejects a key it does
+//! translated by [`crate::go::gotmpl`]. vault-k8s never rejects a key it does
 //! not know, so neither do we: such keys (typos included) come back as
 //! warnings. Annotations that would change where the agent connects, what it
 //! runs or how it is configured are refused: a pod author must not be able
@@ -22,8 +22,8 @@ use crate::annotations::{
 };
 use crate::contract::{AuthMethod, Format};
 
-use super::goparse;
-use super::gotmpl;
+use crate::go::goparse;
+use crate::go::gotmpl;
 
 pub const PREFIX: &str = "vault.hashicorp.com/";
 pub const INJECT: &str = "vault.hashicorp.com/agent-inject";

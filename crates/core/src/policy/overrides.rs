@@ -186,9 +186,9 @@ pub fn connection_overrides(
         };
         // The other dialects' booleans are parseutil's: "" is false.
         let parsed = if key.starts_with(crate::annotations::PREFIX) {
-            crate::compat::goparse::parse_bool(value)
+            crate::go::goparse::parse_bool(value)
         } else {
-            crate::compat::goparse::parse_bool_or_empty(value)
+            crate::go::goparse::parse_bool_or_empty(value)
         };
         let Ok(skip) = parsed else {
             return Err(denial(
