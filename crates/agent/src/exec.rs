@@ -75,12 +75,15 @@ pub enum Error {
         key: String,
     },
     #[error(
-        "env var {var}: the value from {path} is {len} bytes, over the kernel's limit of \
+        "env var {var}: key {key:?} in {path} is {len} bytes, over the kernel's limit of \
          {MAX_ARG_STRLEN} bytes for one environment entry"
     )]
     TooLong {
         var: String,
         path: String,
+        /// The key, or `template` / `value` for a template's or several
+        /// references' output.
+        key: String,
         len: usize,
     },
     #[error("env var {var}: the template over {path}: {message}")]
@@ -262,20 +265,30 @@ async fn resolve(
             }
             value.push_str(&v);
         }
-        let path = w
-            .pieces
-            .iter()
-            .find_map(|p| match p {
-                Piece::Ref(r) => Some(r.path.as_str()),
-                Piece::Text(_) => None,
-            })
-            .unwrap_or_default();
+        let (path, key) = match &w.pieces[..] {
+            [Piece::Ref(r)] if !r.template => (r.path.as_str(), r.key.as_str()),
+            pieces => (
+                pieces
+                    .iter()
+                    .find_map(|p| match p {
+                        Piece::Ref(r) => Some(r.path.as_str()),
+                        Piece::Text(_) => None,
+                    })
+                    .unwrap_or_default(),
+                if pieces.len() == 1 {
+                    "template"
+                } else {
+                    "value"
+                },
+            ),
+        };
         // `execve` would only say "Argument list too long".
         let len = w.var.len() + 1 + value.len() + 1;
         if len > MAX_ARG_STRLEN {
             return Err(Error::TooLong {
                 var: w.var.clone(),
                 path: path.to_string(),
+                key: key.to_string(),
                 len,
             });
         }
