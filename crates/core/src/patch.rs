@@ -678,6 +678,38 @@ mod tests {
     }
 
     #[test]
+    fn a_container_added_after_injection_gets_every_secrets_mount() {
+        let cfg = WebhookConfig::default();
+        let p = vault_k8s_pod(
+            &[("secret-volume-path-env", "/etc/env")],
+            json!({"containers": [{"name": "app", "image": "x"}]}),
+        );
+        let mut out = injected(&p, &cfg);
+        out.spec
+            .as_mut()
+            .unwrap()
+            .containers
+            .push(serde_json::from_value(json!({"name": "late", "image": "y"})).unwrap());
+        let remounts = match plan(&out, &RequestContext::default(), &cfg).unwrap() {
+            Planned::Remount(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let late = remounts.iter().find(|r| r.target.name == "late").unwrap();
+        let got: Vec<(&str, Option<&str>)> = late
+            .mounts
+            .iter()
+            .map(|m| (m.mount_path.as_str(), m.sub_path.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/vault/secrets", None),
+                ("/etc/env", Some(".volume-path-0"))
+            ]
+        );
+    }
+
+    #[test]
     fn vault_k8s_pod_level_denials() {
         let cfg = WebhookConfig::default();
         let deny = |extra: &[(&str, &str)], spec: serde_json::Value, ns: &str| {

@@ -842,17 +842,27 @@ fn remount(
     };
     let mut wanted: Vec<VolumeMount> = Vec::new();
     if volumes.contains(&SECRETS_VOLUME) {
-        let path = theirs()
-            .find(|m| m.name == SECRETS_VOLUME)
-            .map(|m| m.mount_path.clone())
-            .or_else(|| extras.secret_volume_path.clone())
-            .unwrap_or_else(|| SECRETS_DIR.into());
-        wanted.push(VolumeMount {
-            name: SECRETS_VOLUME.into(),
-            mount_path: path,
-            read_only: Some(true),
-            ..Default::default()
-        });
+        // Every mount of the secrets volume a target got (the main one and
+        // those of vault-k8s `secret-volume-path-NAME`, with their subPath).
+        for m in theirs().filter(|m| m.name == SECRETS_VOLUME) {
+            if !wanted.iter().any(|w| w.mount_path == m.mount_path) {
+                wanted.push(VolumeMount {
+                    read_only: Some(true),
+                    ..m.clone()
+                });
+            }
+        }
+        if wanted.is_empty() {
+            wanted.push(VolumeMount {
+                name: SECRETS_VOLUME.into(),
+                mount_path: extras
+                    .secret_volume_path
+                    .clone()
+                    .unwrap_or_else(|| SECRETS_DIR.into()),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
     }
     for v in volumes
         .iter()
