@@ -199,7 +199,7 @@ pub const ANNOTATION_PREFIXES: &[&str] = &[
 /// `policy::overrides` like every dialect's; the env values themselves by
 /// `plan`. `Ok(None)`: the pod says `mutate: skip`.
 #[cfg(feature = "k8s")]
-pub fn request_from_annotations(
+pub(crate) fn request_from_annotations(
     ann: &std::collections::BTreeMap<String, String>,
 ) -> crate::annotations::Result<Option<(crate::annotations::InjectionRequest, Vec<String>)>> {
     use crate::annotations::{InjectionRequest, Problem, STATUS};

@@ -678,7 +678,7 @@ enum Tok {
 /// Sprig functions of Bank-Vaults templates that only transform their
 /// arguments (no file, blob, KMS or environment access); `None` for any
 /// other name, which then goes to [`translate_call`].
-pub fn sprig_call(name: &str, args: &[String]) -> Option<Result<String>> {
+fn sprig_call(name: &str, args: &[String]) -> Option<Result<String>> {
     let arity = |n: usize| -> Result<()> {
         if args.len() == n {
             Ok(())
