@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
-use super::{value_of, Error, Wanted, EXIT_EXEC, EXIT_RESOLVE};
+use super::{refs, value_of, Error, Secrets, Wanted, EXIT_EXEC, EXIT_RESOLVE};
 use vault_injector_core::audit::{self, AgentAudit, AgentEvent};
 use vault_injector_core::contract::{AgentConfig, EnvRestart, AGENT_CONFIG_ENV};
 use vault_injector_vault::{Secret, TokenInfo, Vault};
@@ -176,33 +176,38 @@ impl Resolver {
     /// Logs in and reads every source once.
     async fn first(&mut self) -> Result<Vec<(String, String)>, Error> {
         self.login().await?;
-        for w in self.wanted.clone() {
-            let key = (w.path.clone(), w.version);
-            if self.sources.contains_key(&key) {
-                continue;
+        let wanted = self.wanted.clone();
+        for w in &wanted {
+            for r in refs(w) {
+                let key = (r.path.clone(), r.version);
+                if self.sources.contains_key(&key) {
+                    continue;
+                }
+                let secret = self.read(&r.path, r.version, &w.var).await?;
+                self.record_read(AgentEvent::Read, &w.var, &r.path, &secret);
+                let next = self.schedule(&secret);
+                self.sources.insert(
+                    key,
+                    Source {
+                        secret,
+                        next,
+                        lease_final: false,
+                    },
+                );
             }
-            let secret = self.read(&w.path, w.version, &w.var).await?;
-            self.record_read(AgentEvent::Read, &w.var, &w.path, &secret);
-            let next = self.schedule(&secret);
-            self.sources.insert(
-                key,
-                Source {
-                    secret,
-                    next,
-                    lease_final: false,
-                },
-            );
         }
         self.values()
     }
 
     fn values(&self) -> Result<Vec<(String, String)>, Error> {
+        let secrets: Secrets = self
+            .sources
+            .iter()
+            .map(|(k, s)| (k.clone(), s.secret.clone()))
+            .collect();
         self.wanted
             .iter()
-            .map(|w| {
-                let s = &self.sources[&(w.path.clone(), w.version)];
-                Ok((w.var.clone(), value_of(w, &s.secret)?))
-            })
+            .map(|w| Ok((w.var.clone(), value_of(w, &secrets)?)))
             .collect()
     }
 
@@ -255,7 +260,7 @@ impl Resolver {
             let var = self
                 .wanted
                 .iter()
-                .find(|w| w.path == key.0 && w.version == key.1)
+                .find(|w| refs(w).any(|r| r.path == key.0 && r.version == key.1))
                 .map(|w| w.var.clone())
                 .unwrap_or_default();
             let src = &self.sources[&key];
