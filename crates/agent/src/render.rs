@@ -457,6 +457,7 @@ mod tests {
             error_on_missing_key: false,
             command: None,
             go_template: false,
+            reads: vec![],
         }
     }
 

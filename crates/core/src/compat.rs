@@ -4,6 +4,7 @@
 
 pub mod bankvaults;
 pub mod goparse;
+pub mod govalue;
 pub mod gotmpl;
 #[cfg(feature = "k8s")]
 pub mod vaultk8s;

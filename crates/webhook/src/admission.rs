@@ -316,13 +316,17 @@ pub async fn mutate_pod(
         Planned::Inject(mut p) => {
             // Filled in first so that a denial's audit line says what was asked.
             audit.role = p.role.clone();
+            // One entry per path the agent will call: a Go template that
+            // reads several paths is audited under each.
             audit.secrets = p
                 .agent
                 .secrets
                 .iter()
-                .map(|s| AuditSecret {
-                    name: s.name.clone(),
-                    path: s.path.clone(),
+                .flat_map(|s| {
+                    s.fetches().into_iter().map(|r| AuditSecret {
+                        name: s.name.clone(),
+                        path: r.path,
+                    })
                 })
                 .collect();
             audit.env_vars = p.env.iter().map(|e| e.var.clone()).collect();
@@ -333,11 +337,13 @@ pub async fn mutate_pod(
                 service_account: audit.service_account.clone(),
                 role: p.role.clone(),
                 auth_path: p.requested_auth_path.clone(),
+                // Every path the agent will call for a file, the paths a
+                // Go template reads included.
                 secret_paths: p
                     .agent
                     .secrets
                     .iter()
-                    .map(|s| (s.name.clone(), s.path.clone()))
+                    .flat_map(|s| s.fetches().into_iter().map(|r| (s.name.clone(), r.path)))
                     .collect(),
                 env_paths: p
                     .env

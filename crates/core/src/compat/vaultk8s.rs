@@ -194,7 +194,16 @@ pub fn from_annotations(
         .iter()
         .find_map(|p| suffix.strip_prefix(p).map(|raw| (*p, raw)));
         if let Some((p, raw)) = companion {
-            if !ann.contains_key(&format!("{PREFIX}agent-inject-secret-{raw}")) {
+            let has_secret = ann.contains_key(&format!("{PREFIX}agent-inject-secret-{raw}"));
+            // vault-k8s accepts a template without a secret annotation: the
+            // template names its own paths.
+            if p == "agent-inject-template-" && !has_secret && !raw.is_empty() {
+                secret_names.push(raw);
+                continue;
+            }
+            let has_template =
+                ann.contains_key(&format!("{PREFIX}agent-inject-template-{raw}"));
+            if !has_secret && !has_template {
                 problems.push(Problem::new(
                     full,
                     format!(
@@ -314,7 +323,10 @@ pub fn from_annotations(
 
     for raw in secret_names {
         let full = |p: &str| format!("{PREFIX}{p}{raw}");
-        let path = ann[&full("agent-inject-secret-")].trim().to_string();
+        let path = ann
+            .get(&full("agent-inject-secret-"))
+            .map(|p| p.trim().to_string())
+            .unwrap_or_default();
         let preserve = match ann.get(&full("preserve-secret-case-")) {
             Some(v) => goparse::parse_bool(v).unwrap_or_else(|m| {
                 problems.push(Problem::new(full("preserve-secret-case-"), m));
@@ -357,20 +369,13 @@ pub fn from_annotations(
                 format!("{PREFIX}agent-inject-default-template"),
             ),
         };
+        // As in vault-k8s, a template reads whatever paths it names: the
+        // secret annotation's path is only the default template's. Every
+        // path read is in `reads`, which the policy gate checks.
+        let mut reads = Vec::new();
         let template = match gotmpl::translate(&template_src) {
             Ok(t) => {
-                if let Some(p) = &t.secret_path {
-                    if p.trim_matches('/') != path.trim_matches('/') {
-                        problems.push(Problem::new(
-                            template_key.clone(),
-                            format!(
-                                "the template reads {p:?} but {} names {path:?}; \
-                                 one secret per annotation",
-                                full("agent-inject-secret-")
-                            ),
-                        ));
-                    }
-                }
+                reads = t.reads;
                 // The translation must also be within minijinja's limits, or
                 // the pod would only fail once the agent renders it.
                 match crate::annotations::check_template_within(
@@ -389,6 +394,12 @@ pub fn from_annotations(
                 problems.push(Problem::new(template_key, e.to_string()));
                 None
             }
+        };
+        // A template-only secret has no path of its own: its audit lines
+        // name the first path its template reads.
+        let path = match (path.is_empty(), reads.first()) {
+            (true, Some(r)) => r.path.clone(),
+            _ => path,
         };
         if let Some(cmd) = ann.get(&full("agent-inject-command-")) {
             extras.commands.insert(name.clone(), cmd.clone());
@@ -409,6 +420,7 @@ pub fn from_annotations(
             template,
             file,
             mode,
+            reads,
         });
     }
     req.secrets.sort_by(|a, b| a.name.cmp(&b.name));
