@@ -59,8 +59,21 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Renders one secret to the bytes of its file.
+#[cfg(test)]
 pub fn render(spec: &SecretSpec, secret: &Secret) -> Result<Vec<u8>> {
+    render_reads(spec, &[secret])
+}
+
+/// Renders a file from what the agent fetched for it, in the order of
+/// [`SecretSpec::fetches`] (one secret unless a Go template reads several).
+pub fn render_reads(spec: &SecretSpec, secrets: &[&Secret]) -> Result<Vec<u8>> {
     let name = &spec.name;
+    let Some(secret) = secrets.first().copied() else {
+        return Err(Error::Template {
+            name: name.clone(),
+            message: "nothing was fetched for this file".into(),
+        });
+    };
     match spec.format {
         Format::Json => {
             let mut out = serde_json::to_vec_pretty(&secret.data).map_err(|e| Error::Encode {
@@ -90,7 +103,16 @@ pub fn render(spec: &SecretSpec, secret: &Secret) -> Result<Vec<u8>> {
                 .template
                 .as_deref()
                 .ok_or_else(|| Error::NoTemplate { name: name.clone() })?;
-            render_template(spec, src, secret).map(String::into_bytes)
+            let text = render_template(spec, src, secrets)?;
+            // A Go string is bytes: what base64Decode produced is written
+            // as those bytes, e.g. a PKCS#12 keystore.
+            Ok(
+                if vault_injector_core::compat::govalue::may_produce_bytes(src) {
+                    vault_injector_core::compat::govalue::text_to_bytes(&text)
+                } else {
+                    text.into_bytes()
+                },
+            )
         }
     }
 }
@@ -275,10 +297,11 @@ fn lease_value(lease: Option<&Lease>) -> Value {
     }
 }
 
-fn render_template(spec: &SecretSpec, src: &str, secret: &Secret) -> Result<String> {
+fn render_template(spec: &SecretSpec, src: &str, secrets: &[&Secret]) -> Result<String> {
+    let secret = secrets[0];
     let terr = |e: minijinja::Error| Error::Template {
         name: spec.name.clone(),
-        message: template_message(&e, secret),
+        message: template_message(&e, secrets),
     };
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(if spec.error_on_missing_key {
@@ -292,21 +315,52 @@ fn render_template(spec: &SecretSpec, src: &str, secret: &Secret) -> Result<Stri
         vault_injector_core::compat::gotmpl::register(&mut env);
     }
     env.add_template("template", src).map_err(terr)?;
-    // `secret` is the Vault response's data as consul-template's `.Data` sees
-    // it: for KV v2 the `{data, metadata}` envelope, otherwise the key/values.
-    let data = template_value(&Exact::Object(secret.data.clone()));
-    let go_data = match secret.engine {
-        vault_injector_vault::Engine::KvV2 => minijinja::Value::from_iter([
-            ("data", data.clone()),
-            (
-                "metadata",
-                minijinja::Value::from_serialize(&secret.metadata),
-            ),
-        ]),
-        _ => data.clone(),
+    // Go templates see Vault's numbers as json.Number (printed as sent).
+    let value = |v: &Exact| {
+        if spec.go_template {
+            go_value(v)
+        } else {
+            template_value(v)
+        }
     };
+    let meta = |m: &Value| {
+        if spec.go_template {
+            go_json_value(m)
+        } else {
+            minijinja::Value::from_serialize(m)
+        }
+    };
+    // `.Data` as consul-template sees it: for KV v2 the `{data, metadata}`
+    // envelope, otherwise the key/values.
+    let go_data = |s: &Secret| {
+        let data = value(&Exact::Object(s.data.clone()));
+        match s.engine {
+            vault_injector_vault::Engine::KvV2 => {
+                minijinja::Value::from_iter([("data", data), ("metadata", meta(&s.metadata))])
+            }
+            _ => data,
+        }
+    };
+    // consul-template's Secret struct, one per `secret` call of the template.
+    let reads: Vec<minijinja::Value> = secrets
+        .iter()
+        .map(|s| {
+            let (id, secs, renewable) = match &s.lease {
+                Some(l) => (l.id.clone(), l.duration_secs, l.renewable),
+                None => (String::new(), 0, false),
+            };
+            minijinja::Value::from_iter([
+                ("Data", go_data(s)),
+                ("LeaseID", minijinja::Value::from(id)),
+                ("LeaseDuration", minijinja::Value::from(secs)),
+                ("Renewable", minijinja::Value::from(renewable)),
+            ])
+        })
+        .collect();
+    let data = value(&Exact::Object(secret.data.clone()));
     let ctx = minijinja::context! {
-        secret => go_data,
+        reads => reads,
+        secret => go_data(secret),
         data => data,
         metadata => &secret.metadata,
         lease => lease_value(secret.lease.as_ref()),
@@ -316,6 +370,35 @@ fn render_template(spec: &SecretSpec, src: &str, secret: &Secret) -> Result<Stri
     env.get_template("template")
         .and_then(|t| t.render(ctx))
         .map_err(terr)
+}
+
+/// A value as a Go template sees it: numbers are json.Number.
+fn go_value(v: &Exact) -> minijinja::Value {
+    use minijinja::Value as V;
+    match v {
+        Exact::Null => V::from(()),
+        Exact::Bool(b) => V::from(*b),
+        Exact::Number(n) => vault_injector_core::compat::govalue::number(n),
+        Exact::String(s) => V::from(s.as_str()),
+        Exact::Array(a) => a.iter().map(go_value).collect(),
+        Exact::Object(m) => m.iter().map(|(k, v)| (k.as_str(), go_value(v))).collect(),
+    }
+}
+
+/// [`go_value`] for the KV v2 metadata (a serde_json value).
+fn go_json_value(v: &Value) -> minijinja::Value {
+    use minijinja::Value as V;
+    match v {
+        Value::Null => V::from(()),
+        Value::Bool(b) => V::from(*b),
+        Value::Number(n) => vault_injector_core::compat::govalue::number(&n.to_string()),
+        Value::String(s) => V::from(s.as_str()),
+        Value::Array(a) => a.iter().map(go_json_value).collect(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| (k.as_str(), go_json_value(v)))
+            .collect(),
+    }
 }
 
 /// A template value with integers exact up to 128 bits (serde_json's own
@@ -346,7 +429,7 @@ fn template_value(v: &Exact) -> minijinja::Value {
 /// where it can carry data: a template name (`{% include data.KEY %}` looks
 /// up the value as a name; there is no loader, so every include, import and
 /// extends fails) or any text equal to one of the secret's values.
-fn template_message(e: &minijinja::Error, secret: &Secret) -> String {
+fn template_message(e: &minijinja::Error, secrets: &[&Secret]) -> String {
     if e.kind() == minijinja::ErrorKind::TemplateNotFound {
         let mut m =
             String::from("include, import, from and extends are not available in secret templates");
@@ -358,7 +441,7 @@ fn template_message(e: &minijinja::Error, secret: &Secret) -> String {
     let mut m = e.kind().to_string();
     if let Some(detail) = e.detail() {
         m.push_str(": ");
-        if quotes_a_value(detail, &secret.data) {
+        if secrets.iter().any(|s| quotes_a_value(detail, &s.data)) {
             m.push_str("detail withheld, it would quote the secret");
         } else {
             m.push_str(detail);

@@ -4,7 +4,7 @@
 
 pub mod bankvaults;
 pub mod goparse;
-pub mod govalue;
 pub mod gotmpl;
+pub mod govalue;
 #[cfg(feature = "k8s")]
 pub mod vaultk8s;

@@ -595,7 +595,10 @@ pub fn translate_call(name: &str, args: &[String]) -> Result<String> {
         }
         "replaceAll" => {
             arity(3)?;
-            Ok(format!("({})|go_replace({}, {})", args[2], args[0], args[1]))
+            Ok(format!(
+                "({})|go_replace({}, {})",
+                args[2], args[0], args[1]
+            ))
         }
         "split" => {
             arity(2)?;
@@ -650,8 +653,8 @@ pub fn translate_call(name: &str, args: &[String]) -> Result<String> {
             Ok(format!("({} in {})", args[0], args[1]))
         }
         "secret" => Err(Error::Syntax("`secret` needs a quoted path".into())),
-        "secrets" | "pkiCert" | "writeToFile" | "file" | "env" | "key" | "keyOrDefault"
-        | "ls" | "tree" | "service" | "services" | "caRoots" | "caLeaf" | "executeTemplate" => {
+        "secrets" | "pkiCert" | "writeToFile" | "file" | "env" | "key" | "keyOrDefault" | "ls"
+        | "tree" | "service" | "services" | "caRoots" | "caLeaf" | "executeTemplate" => {
             Err(Error::Unsupported(format!(
                 "the function `{name}` (see docs/compat.md: it lists Vault, reads \
                  files or Consul, or writes outside the secrets volume)"
@@ -1017,7 +1020,9 @@ pub fn register(env: &mut Environment<'_>) {
     });
     register_filters(env);
     env.add_filter("go_json", |v: Value| govalue::to_json(&v, false, true));
-    env.add_filter("go_json_pretty", |v: Value| govalue::to_json(&v, true, true));
+    env.add_filter("go_json_pretty", |v: Value| {
+        govalue::to_json(&v, true, true)
+    });
     env.add_filter("go_json_unescaped", |v: Value| {
         govalue::to_json(&v, false, false)
     });
@@ -1029,20 +1034,26 @@ pub fn register(env: &mut Environment<'_>) {
     env.add_filter("go_lower", |v: Value| go_text(&v).to_lowercase());
     env.add_filter("go_upper", |v: Value| go_text(&v).to_uppercase());
     env.add_filter("go_trim_space", |v: Value| go_text(&v).trim().to_string());
-    env.add_filter("go_len", |v: Value| -> std::result::Result<Value, JinjaError> {
-        if let Some(n) = v.downcast_object_ref::<govalue::GoNumber>() {
-            return Ok(Value::from(n.0.len()));
-        }
-        match v.kind() {
-            // Go's len counts bytes.
-            ValueKind::String => Ok(Value::from(
-                govalue::text_to_bytes(v.as_str().unwrap_or_default()).len(),
-            )),
-            _ => v.len().map(Value::from).ok_or_else(|| {
-                JinjaError::new(ErrorKind::InvalidOperation, "len of a value without a length")
-            }),
-        }
-    });
+    env.add_filter(
+        "go_len",
+        |v: Value| -> std::result::Result<Value, JinjaError> {
+            if let Some(n) = v.downcast_object_ref::<govalue::GoNumber>() {
+                return Ok(Value::from(n.0.len()));
+            }
+            match v.kind() {
+                // Go's len counts bytes.
+                ValueKind::String => Ok(Value::from(
+                    govalue::text_to_bytes(v.as_str().unwrap_or_default()).len(),
+                )),
+                _ => v.len().map(Value::from).ok_or_else(|| {
+                    JinjaError::new(
+                        ErrorKind::InvalidOperation,
+                        "len of a value without a length",
+                    )
+                }),
+            }
+        },
+    );
     env.add_filter("go_trim_prefix", |v: Value, p: Value| {
         let s = go_text(&v);
         let p = go_text(&p);

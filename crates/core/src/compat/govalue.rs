@@ -178,7 +178,11 @@ pub fn go_float_g(f: f64) -> String {
     }
     let (mantissa, exp) = sci_parts(f);
     if !(-4..6).contains(&exp) {
-        format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+        format!(
+            "{mantissa}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        )
     } else {
         format!("{f}")
     }
@@ -273,7 +277,13 @@ fn write_json(
                 if indent {
                     out.push(' ');
                 }
-                write_json(out, &v.get_item(k).unwrap_or_default(), indent, html, level + 1)?;
+                write_json(
+                    out,
+                    &v.get_item(k).unwrap_or_default(),
+                    indent,
+                    html,
+                    level + 1,
+                )?;
             }
             if indent {
                 newline_indent(out, level);
@@ -553,7 +563,11 @@ fn yaml_resolves_to_non_string(s: &str) -> bool {
             .split(':')
             .enumerate()
             .all(|(i, p)| {
-                let p = if i > 0 { p.split('.').next().unwrap_or("") } else { p };
+                let p = if i > 0 {
+                    p.split('.').next().unwrap_or("")
+                } else {
+                    p
+                };
                 !p.is_empty() && p.chars().all(|c| c.is_ascii_digit() || c == '_')
             });
     date || base60
@@ -620,9 +634,10 @@ fn yaml_string(s: &str, col: usize, key: bool) -> String {
     if yaml_resolves_to_non_string(s) {
         return yaml_double(s);
     }
-    let single_ok = !s.chars().any(|c| {
-        !(matches!(c, ' '..='~') || (c as u32 >= 0xA0 && c != '\u{FEFF}'))
-    }) && !s.starts_with(' ')
+    let single_ok = !s
+        .chars()
+        .any(|c| !(matches!(c, ' '..='~') || (c as u32 >= 0xA0 && c != '\u{FEFF}')))
+        && !s.starts_with(' ')
         && !s.ends_with(' ');
     if single_ok {
         format!("'{}'", s.replace('\'', "''"))
@@ -963,7 +978,9 @@ mod tests {
 
     #[test]
     fn percent_v_prints_like_go() {
-        let d = v(json!({"b": true, "n": null, "l": [1, "two", false], "m": {"y": 2, "x": {}}, "e": []}));
+        let d = v(
+            json!({"b": true, "n": null, "l": [1, "two", false], "m": {"y": 2, "x": {}}, "e": []}),
+        );
         assert_eq!(
             format_v(&d),
             "map[b:true e:[] l:[1 two false] m:map[x:map[] y:2] n:<nil>]"
@@ -1009,10 +1026,12 @@ mod tests {
 
     #[test]
     fn yaml_quotes_what_would_change_type() {
-        let d = v(json!({"price": "1.50", "y": 2, "html": "<a&b>'q", "nothing": null,
+        let d = v(
+            json!({"price": "1.50", "y": 2, "html": "<a&b>'q", "nothing": null,
                         "list": [1, "two", false], "nested": {"a": "s", "b": {"x": 1}},
                         "big": 12345678901234567000u64, "empty": "", "colon": "a: b",
-                        "multi": "l1\nl2\n"}));
+                        "multi": "l1\nl2\n"}),
+        );
         assert_eq!(
             to_yaml(&d).unwrap(),
             "big: 1.2345678901234567e+19\ncolon: 'a: b'\nempty: \"\"\nhtml: <a&b>'q\nlist:\n- 1\n- two\n- false\nmulti: |\n  l1\n  l2\nnested:\n  a: s\n  b:\n    x: 1\nnothing: null\nprice: \"1.50\"\n\"y\": 2"
@@ -1034,7 +1053,10 @@ mod tests {
             "a|42|\"x\\\"y\"|map[a:s b:map[y:2]]|    b|c   |"
         );
         assert_eq!(sprintf("%s", &[number("3")]), "3");
-        assert_eq!(sprintf("%d %s", &[Value::from("x")]), "%!d(string=x) %!s(MISSING)");
+        assert_eq!(
+            sprintf("%d %s", &[Value::from("x")]),
+            "%!d(string=x) %!s(MISSING)"
+        );
         assert_eq!(sprintf("%v", &[Value::from(())]), "<nil>");
         assert_eq!(sprintf("x", &[Value::from(1)]), "x%!(EXTRA int=1)");
     }

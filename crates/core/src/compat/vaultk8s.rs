@@ -201,8 +201,7 @@ pub fn from_annotations(
                 secret_names.push(raw);
                 continue;
             }
-            let has_template =
-                ann.contains_key(&format!("{PREFIX}agent-inject-template-{raw}"));
+            let has_template = ann.contains_key(&format!("{PREFIX}agent-inject-template-{raw}"));
             if !has_secret && !has_template {
                 problems.push(Problem::new(
                     full,

@@ -6,6 +6,7 @@ mod support;
 mod chart;
 mod compat_openbao;
 mod compat_vaultk8s;
+mod differential;
 mod e2e;
 mod hostile_annotations;
 mod lint;
