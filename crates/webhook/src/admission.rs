@@ -497,6 +497,52 @@ mod tests {
         assert!(s.go_template);
     }
 
+    /// Every path a Go template reads goes through the cluster policy and
+    /// into the audit line, not only the secret annotation's path.
+    #[tokio::test]
+    async fn paths_read_by_templates_are_checked_by_the_policy_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(
+            &policy,
+            "rules:\n  - name: shop\n    namespaces: [shop]\n    roles: [\"*\"]\n    \
+             secretPaths: [\"secret/shop/*\", \"database/creds/shop\"]\n",
+        )
+        .unwrap();
+        let mut cfg = WebhookConfig::default();
+        cfg.policy.file = Some(policy);
+        let inj = Injector::try_new(Arc::new(cfg)).unwrap();
+        let pod = |second: &str| {
+            json!({
+                "metadata": {"name": "web", "annotations": {
+                    "vault.hashicorp.com/agent-inject": "true",
+                    "vault.hashicorp.com/role": "web",
+                    "vault.hashicorp.com/agent-inject-secret-cfg": "secret/shop/app",
+                    "vault.hashicorp.com/agent-inject-template-cfg": format!(
+                        "{{{{ with secret \"secret/shop/app\" }}}}{{{{ .Data.data.k }}}}{{{{ end }}}}\
+                         {{{{ with secret \"{second}\" }}}}{{{{ .Data.username }}}}{{{{ end }}}}"
+                    )}},
+                "spec": {"containers": [{"name": "app", "image": "x"}]}
+            })
+        };
+        let r = inj
+            .review(&review(pod_request(pod("secret/other/key"))))
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["response"]["allowed"], false, "{v}");
+        assert!(r.audit.reason.contains("secret/other/key"), "{}", r.audit.reason);
+
+        let r = inj
+            .review(&review(pod_request(pod("database/creds/shop"))))
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["response"]["allowed"], true, "{v}");
+        let paths: Vec<&str> = r.audit.secrets.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths, ["secret/shop/app", "database/creds/shop"]);
+    }
+
     #[tokio::test]
     async fn two_dialects_on_one_pod_are_denied() {
         let pod = json!({
