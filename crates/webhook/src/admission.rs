@@ -531,7 +531,11 @@ mod tests {
             .unwrap();
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["response"]["allowed"], false, "{v}");
-        assert!(r.audit.reason.contains("secret/other/key"), "{}", r.audit.reason);
+        assert!(
+            r.audit.reason.contains("secret/other/key"),
+            "{}",
+            r.audit.reason
+        );
 
         let r = inj
             .review(&review(pod_request(pod("database/creds/shop"))))

@@ -98,7 +98,7 @@ pub fn format_v(v: &Value) -> String {
 
 fn sorted_keys(v: &Value) -> Vec<Value> {
     let mut keys: Vec<Value> = v.try_iter().map(|i| i.collect()).unwrap_or_default();
-    keys.sort_by(|a, b| key_text(a).cmp(&key_text(b)));
+    keys.sort_by_key(key_text);
     keys
 }
 
@@ -459,8 +459,11 @@ fn yaml_value(out: &mut String, v: &Value, indent: usize, in_map: bool) {
             if in_map {
                 out.push(' ');
             }
-            let col = if in_map { indent + 2 } else { indent + 2 };
-            out.push_str(&yaml_string(v.as_str().unwrap_or_default(), col, false));
+            out.push_str(&yaml_string(
+                v.as_str().unwrap_or_default(),
+                indent + 2,
+                false,
+            ));
             out.push('\n');
         }
         ValueKind::Map => {
