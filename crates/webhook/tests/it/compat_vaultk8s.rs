@@ -134,12 +134,18 @@ const CASES: &[Case] = &[
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}{{ .Data.data | toJSON }}{{ end }}", None),
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}{{ .Data.data.cert | base64Decode }}{{ end }}", None),
     ("agent-inject-template-db", "static text, no secret", None),
-    ("agent-inject-template-db", "{{ with secret \"secret/data/other\" }}{{ end }}", Some("one secret per annotation")),
+    // A template reads any paths, as in vault-k8s; each is policy-checked.
+    ("agent-inject-template-db", "{{ with secret \"secret/data/other\" }}{{ end }}", None),
+    ("agent-inject-template-db", "{{ with secret (printf \"secret/%s\" \"x\") }}{{ end }}", Some("computed path")),
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}", Some("unclosed")),
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}{{ .Data.x | sha256Hex }}{{ end }}", Some("`sha256Hex`")),
-    ("agent-inject-template-db", "{{ with secret \"pki/issue/web\" \"common_name=x\" }}{{ end }}", Some("parameters")),
+    ("agent-inject-template-db", "{{ with secret \"pki/issue/web\" \"common_name=x\" }}{{ end }}", None),
+    ("agent-inject-template-db", "{{ with secret \"pki/issue/web\" \"common_name\" }}{{ end }}", Some("key=value")),
     ("agent-inject-template-db", "{{ template \"x\" }}", Some("`template`")),
-    ("agent-inject-template-nope", "x", Some("no vault.hashicorp.com/agent-inject-secret-nope")),
+    // A template alone is a secret of its own (vault-k8s); other companions
+    // still need one.
+    ("agent-inject-template-nope", "x", None),
+    ("agent-inject-file-nope", "x", Some("no vault.hashicorp.com/agent-inject-secret-nope")),
     // Secrets.
     ("agent-inject-secret-", "secret/x", Some("needs a name")),
     ("agent-inject-secret-empty", "", Some("must not be empty")),
