@@ -27,6 +27,7 @@ test: tools lint-rust
 lint-rust:
 	$(CARGO) fmt --all -- --check
 	@CARGO=$(CARGO) scripts/check-deps.sh
+	@python3 scripts/check-modules.py
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 demo: tools

@@ -107,8 +107,8 @@ pub fn render_reads(spec: &SecretSpec, secrets: &[&Secret]) -> Result<Vec<u8>> {
             // A Go string is bytes: what base64Decode produced is written
             // as those bytes, e.g. a PKCS#12 keystore.
             Ok(
-                if vault_injector_core::compat::govalue::may_produce_bytes(src) {
-                    vault_injector_core::compat::govalue::text_to_bytes(&text)
+                if vault_injector_core::go::govalue::may_produce_bytes(src) {
+                    vault_injector_core::go::govalue::text_to_bytes(&text)
                 } else {
                     text.into_bytes()
                 },
@@ -310,9 +310,9 @@ fn render_template(spec: &SecretSpec, src: &str, secrets: &[&Secret]) -> Result<
         minijinja::UndefinedBehavior::Lenient
     });
     env.set_keep_trailing_newline(true);
-    vault_injector_core::compat::gotmpl::register_filters(&mut env);
+    vault_injector_core::go::gotmpl::register_filters(&mut env);
     if spec.go_template {
-        vault_injector_core::compat::gotmpl::register(&mut env);
+        vault_injector_core::go::gotmpl::register(&mut env);
     }
     env.add_template("template", src).map_err(terr)?;
     // Go templates see Vault's numbers as json.Number (printed as sent).
@@ -378,7 +378,7 @@ fn go_value(v: &Exact) -> minijinja::Value {
     match v {
         Exact::Null => V::from(()),
         Exact::Bool(b) => V::from(*b),
-        Exact::Number(n) => vault_injector_core::compat::govalue::number(n),
+        Exact::Number(n) => vault_injector_core::go::govalue::number(n),
         Exact::String(s) => V::from(s.as_str()),
         Exact::Array(a) => a.iter().map(go_value).collect(),
         Exact::Object(m) => m.iter().map(|(k, v)| (k.as_str(), go_value(v))).collect(),
@@ -391,7 +391,7 @@ fn go_json_value(v: &Value) -> minijinja::Value {
     match v {
         Value::Null => V::from(()),
         Value::Bool(b) => V::from(*b),
-        Value::Number(n) => vault_injector_core::compat::govalue::number(&n.to_string()),
+        Value::Number(n) => vault_injector_core::go::govalue::number(&n.to_string()),
         Value::String(s) => V::from(s.as_str()),
         Value::Array(a) => a.iter().map(go_json_value).collect(),
         Value::Object(m) => m

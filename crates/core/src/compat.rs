@@ -3,8 +3,5 @@
 //! and Bank-Vaults (`vault:PATH#KEY` env values).
 
 pub mod bankvaults;
-pub mod goparse;
-pub mod gotmpl;
-pub mod govalue;
 #[cfg(feature = "k8s")]
 pub mod vaultk8s;
