@@ -1273,6 +1273,55 @@ postgresql://{{ .Data.username }}:{{ .Data.password }}@postgres:5432/wizard
     }
 
     #[test]
+    fn every_secret_call_is_a_read_found_at_translation() {
+        let t = translate(
+            r#"{{ with secret "database/creds/app" }}{{ .Data.username }}{{ end }}
+{{ with secret "/kv/data/app/" }}{{ with secret "pki/issue/web" "common_name=a.example.com" "ttl=60s" "alt_names=b=c" }}{{ .Data.certificate }}{{ end }}{{ end }}
+{{ $s := secret "database/creds/app" }}{{ $s.Data.password }}{{ with $v := secret "kv/app?version=2" }}{{ $v.Data.x }}{{ .Data.x }}{{ end }}"#,
+        )
+        .unwrap();
+        let reads: Vec<(String, Option<u64>, Vec<(String, String)>)> = t
+            .reads
+            .iter()
+            .map(|r| {
+                (
+                    r.path.clone(),
+                    r.version,
+                    r.params.clone().into_iter().collect(),
+                )
+            })
+            .collect();
+        let p = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            reads,
+            vec![
+                ("database/creds/app".into(), None, vec![]),
+                ("kv/data/app".into(), None, vec![]),
+                (
+                    "pki/issue/web".into(),
+                    None,
+                    vec![
+                        p("alt_names", "b=c"),
+                        p("common_name", "a.example.com"),
+                        p("ttl", "60s")
+                    ]
+                ),
+                ("kv/app".into(), Some(2), vec![]),
+            ],
+            "the same call twice is one read"
+        );
+        assert!(t.source.contains("reads[0]") && t.source.contains("reads[3]"));
+        let many: String = (0..=MAX_READS)
+            .map(|i| format!("{{{{ with secret \"kv/{i}\" }}}}{{{{ end }}}}"))
+            .collect();
+        let err = translate(&many).unwrap_err().to_string();
+        assert!(
+            err.contains("more than 64 different `secret` calls"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn missing_keys_print_no_value_like_go() {
         let tpl = r#"{{ with secret "secret/data/web" }}[{{ .Data.data.nope }}]{{ end }}"#;
         assert_eq!(render(tpl, kv2()), "[<no value>]");
