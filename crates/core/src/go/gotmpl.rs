@@ -1280,33 +1280,29 @@ postgresql://{{ .Data.username }}:{{ .Data.password }}@postgres:5432/wizard
 {{ $s := secret "database/creds/app" }}{{ $s.Data.password }}{{ with $v := secret "kv/app?version=2" }}{{ $v.Data.x }}{{ .Data.x }}{{ end }}"#,
         )
         .unwrap();
-        let reads: Vec<(String, Option<u64>, Vec<(String, String)>)> = t
-            .reads
-            .iter()
-            .map(|r| {
-                (
-                    r.path.clone(),
-                    r.version,
-                    r.params.clone().into_iter().collect(),
-                )
-            })
-            .collect();
-        let p = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let read = |path: &str, version: Option<u64>, params: &[(&str, &str)]| ReadSpec {
+            path: path.into(),
+            version,
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
         assert_eq!(
-            reads,
+            t.reads,
             vec![
-                ("database/creds/app".into(), None, vec![]),
-                ("kv/data/app".into(), None, vec![]),
-                (
-                    "pki/issue/web".into(),
+                read("database/creds/app", None, &[]),
+                read("kv/data/app", None, &[]),
+                read(
+                    "pki/issue/web",
                     None,
-                    vec![
-                        p("alt_names", "b=c"),
-                        p("common_name", "a.example.com"),
-                        p("ttl", "60s")
+                    &[
+                        ("alt_names", "b=c"),
+                        ("common_name", "a.example.com"),
+                        ("ttl", "60s")
                     ]
                 ),
-                ("kv/app".into(), Some(2), vec![]),
+                read("kv/app", Some(2), &[]),
             ],
             "the same call twice is one read"
         );
