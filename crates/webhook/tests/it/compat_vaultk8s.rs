@@ -135,11 +135,11 @@ const CASES: &[Case] = &[
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}{{ .Data.data.cert | base64Decode }}{{ end }}", None),
     ("agent-inject-template-db", "static text, no secret", None),
     // A template reads any paths, as in vault-k8s; each is policy-checked.
-    ("agent-inject-template-db", "{{ with secret \"secret/data/other\" }}{{ end }}", None),
+    ("agent-inject-template-db", "{{ with secret \"secret/data/other\" }}{{ .Data.data.x }}{{ end }}", None),
     ("agent-inject-template-db", "{{ with secret (printf \"secret/%s\" \"x\") }}{{ end }}", Some("computed path")),
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}", Some("unclosed")),
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}{{ .Data.x | sha256Hex }}{{ end }}", Some("`sha256Hex`")),
-    ("agent-inject-template-db", "{{ with secret \"pki/issue/web\" \"common_name=x\" }}{{ end }}", None),
+    ("agent-inject-template-db", "{{ with secret \"pki/issue/web\" \"common_name=x\" }}{{ .Data.certificate }}{{ end }}", None),
     ("agent-inject-template-db", "{{ with secret \"pki/issue/web\" \"common_name\" }}{{ end }}", Some("key=value")),
     ("agent-inject-template-db", "{{ template \"x\" }}", Some("`template`")),
     // A template alone is a secret of its own (vault-k8s); other companions
