@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::state::{self, Discard, Saved, SavedLease, SavedSecret};
-use super::{render, two_thirds, Agent, Error, Result, SecretState, TokenState};
+use super::state::{self, Discard, Saved, SavedFile, SavedLease, SavedSource};
+use super::{render, two_thirds, Agent, Error, Result, TokenState};
 use vault_injector_core::audit::AgentEvent;
 use vault_injector_vault::{Lease, TokenInfo};
 
@@ -32,6 +32,17 @@ pub(super) struct Store {
     pub rewrap_at: Option<Instant>,
     /// Failed writes in a row: reported once, retried with backoff.
     pub failures: u32,
+}
+
+/// A source restored from the state, before it is installed.
+struct Resumed {
+    /// The lease and whether it is past its last renewal.
+    lease: Option<(Lease, bool)>,
+    next: Instant,
+    /// Seconds the lease has left (audit lines).
+    remaining: Option<u64>,
+    digest: Option<[u8; 32]>,
+    version: Option<u64>,
 }
 
 /// Outcome of reading the state before any Vault call that consumes it.
@@ -169,43 +180,30 @@ impl Agent {
             }
         }
 
-        let mut resumed: Vec<(usize, SecretState, Option<u64>)> = Vec::new();
-        for (i, spec) in self.cfg.secrets.iter().enumerate() {
-            let digest = state::digest(spec);
-            let Some(s) = saved
-                .secrets
-                .iter()
-                .find(|s| s.name == spec.name && s.spec == digest)
-            else {
+        // Sources first: a lease still alive in Vault is kept (its data is
+        // not: it was never saved), a KV read is due again at once, a write
+        // without a lease (a certificate) when it was due.
+        let unix_now = state::unix_now();
+        let mut sources: Vec<(usize, Resumed)> = Vec::new();
+        for (i, src) in self.sources.iter().enumerate() {
+            let Some(s) = saved.sources.iter().find(|s| s.read == src.read) else {
                 continue;
             };
-            let Some(hash) = hex::decode(&s.hash)
-                .ok()
-                .and_then(|h| <[u8; 32]>::try_from(h).ok())
-            else {
-                continue;
-            };
-            // Resuming means not rewriting: the file must still be ours.
-            let Ok(target) = render::target_path(&self.secrets_dir, spec) else {
-                continue;
-            };
-            if !file_matches(&target, spec.mode, &hash) {
-                continue;
-            }
-            let (lease, next, last, remaining) = match &s.lease {
+            let digest = s.digest.as_deref().and_then(decode_hash);
+            let (lease, next, remaining) = match &s.lease {
                 Some(l) => match self.vault.lookup_lease(&l.id).await {
                     Ok(Some(ttl)) if ttl > 0 => {
                         // Due when two thirds of a period have passed since
                         // the last renewal, as if the agent never stopped.
                         let due = ttl.saturating_sub(l.duration_secs / 3);
+                        let lease = Lease {
+                            id: l.id.clone(),
+                            duration_secs: l.duration_secs,
+                            renewable: l.renewable,
+                        };
                         (
-                            Some(Lease {
-                                id: l.id.clone(),
-                                duration_secs: l.duration_secs,
-                                renewable: l.renewable,
-                            }),
+                            Some((lease, l.last)),
                             now + Duration::from_secs(due),
-                            l.last,
                             Some(ttl),
                         )
                     }
@@ -213,21 +211,53 @@ impl Agent {
                     Err(e) if e.is_transient() => return Err(Error::Token(e)),
                     Err(_) => continue,
                 },
+                None if !src.read.params.is_empty() => (
+                    None,
+                    now + Duration::from_secs(s.due.saturating_sub(unix_now)),
+                    None,
+                ),
                 // Static: read again at once, rewritten only if it changed.
-                None => (None, now, false, None),
+                None => (None, now, None),
             };
-            resumed.push((
+            sources.push((
                 i,
-                SecretState {
-                    hash: Some(hash),
-                    version: s.version,
+                Resumed {
                     lease,
-                    lease_final: last,
                     next,
-                    failures: 0,
+                    remaining,
+                    digest,
+                    version: s.version,
                 },
-                remaining,
             ));
+        }
+        // Then files, only if every source they render from resumed and
+        // the file on disk is still the one written: resuming means not
+        // rewriting it.
+        let mut files: Vec<(usize, [u8; 32])> = Vec::new();
+        for (j, spec) in self.cfg.secrets.iter().enumerate() {
+            let digest = state::digest(spec);
+            let Some(f) = saved
+                .files
+                .iter()
+                .find(|f| f.name == spec.name && f.spec == digest && f.mode == spec.mode)
+            else {
+                continue;
+            };
+            let Some(hash) = decode_hash(&f.hash) else {
+                continue;
+            };
+            if !self.deps[j]
+                .iter()
+                .all(|i| sources.iter().any(|(k, _)| k == i))
+            {
+                continue;
+            }
+            let Ok(target) = render::target_path(&self.secrets_dir, spec) else {
+                continue;
+            };
+            if file_matches(&target, spec.mode, &hash) {
+                files.push((j, hash));
+            }
         }
 
         self.token = Some(token);
@@ -237,16 +267,31 @@ impl Agent {
             r.lease_duration_secs = Some(ttl);
         });
         tracing::info!(
-            secrets = resumed.len(),
-            of = self.cfg.secrets.len(),
+            sources = sources.len(),
+            of = self.sources.len(),
+            files = files.len(),
             "resumed from saved state"
         );
-        for (i, st, remaining) in resumed {
-            let spec = self.cfg.secrets[i].clone();
-            let version = st.version;
-            self.states[i] = st;
+        let mut remaining: Vec<Option<u64>> = vec![None; self.sources.len()];
+        for (i, r) in sources {
+            let src = &mut self.sources[i];
+            src.digest = r.digest;
+            src.version = r.version;
+            src.lease_final = r.lease.as_ref().is_some_and(|(_, last)| *last);
+            src.lease = r.lease.map(|(l, _)| l);
+            src.next = r.next;
+            src.failures = 0;
+            remaining[i] = r.remaining;
+        }
+        for (j, hash) in files {
+            self.hashes[j] = Some(hash);
+            let spec = self.cfg.secrets[j].clone();
+            // The file's shortest lease, and its first source's version (as
+            // its render lines report).
+            let ttl = self.deps[j].iter().filter_map(|&i| remaining[i]).min();
+            let version = self.deps[j].first().and_then(|&i| self.sources[i].version);
             self.audit(AgentEvent::Resume, Some(&spec), |r| {
-                r.lease_duration_secs = remaining;
+                r.lease_duration_secs = ttl;
                 r.version = version;
                 r.changed = Some(false);
             });
@@ -334,27 +379,39 @@ impl Agent {
             Err(e) => return self.save_failed(&e),
         };
         let login_ttl = self.token.map(|t| t.login_ttl).unwrap_or(0);
+        let (now, unix_now) = (Instant::now(), state::unix_now());
         let saved = Saved {
             token: self.vault.token().to_string(),
             accessor: self.vault.accessor().to_string(),
             login_ttl,
-            secrets: self
+            sources: self
+                .sources
+                .iter()
+                .filter(|src| src.secret.is_some() || src.digest.is_some())
+                .map(|src| SavedSource {
+                    read: src.read.clone(),
+                    version: src.version,
+                    digest: src.digest.map(hex::encode),
+                    lease: src.lease.as_ref().map(|l| SavedLease {
+                        id: l.id.clone(),
+                        duration_secs: l.duration_secs,
+                        renewable: l.renewable,
+                        last: src.lease_final,
+                    }),
+                    due: unix_now + src.next.saturating_duration_since(now).as_secs(),
+                })
+                .collect(),
+            files: self
                 .cfg
                 .secrets
                 .iter()
-                .zip(&self.states)
-                .filter_map(|(spec, st)| {
-                    Some(SavedSecret {
+                .zip(&self.hashes)
+                .filter_map(|(spec, hash)| {
+                    Some(SavedFile {
                         name: spec.name.clone(),
                         spec: state::digest(spec),
-                        hash: hex::encode(st.hash?),
-                        version: st.version,
-                        lease: st.lease.as_ref().map(|l| SavedLease {
-                            id: l.id.clone(),
-                            duration_secs: l.duration_secs,
-                            renewable: l.renewable,
-                            last: st.lease_final,
-                        }),
+                        hash: hex::encode((*hash)?),
+                        mode: spec.mode,
                     })
                 })
                 .collect(),
@@ -428,6 +485,12 @@ fn read_bounded(path: &std::path::Path) -> std::result::Result<Option<Vec<u8>>, 
         return Err(());
     }
     Ok(Some(buf))
+}
+
+fn decode_hash(h: &str) -> Option<[u8; 32]> {
+    hex::decode(h)
+        .ok()
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
 }
 
 /// Does `path` hold bytes hashing to `hash`, with `mode`?

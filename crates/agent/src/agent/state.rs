@@ -3,7 +3,8 @@
 //! container) keep its token and leases instead of logging in and fetching
 //! new dynamic credentials.
 //!
-//! File layout (`state` in the agent-only memory volume), version 1:
+//! File layout (`state` in the agent-only memory volume), version 2 (version
+//! 1 kept one lease per file, before files shared sources):
 //!
 //! ```text
 //! "VIS" 0x01 | header length (u32 BE) | header JSON | nonce (12) | AES-256-GCM ciphertext
@@ -19,13 +20,14 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use vault_injector_core::contract::ReadSpec;
 
 /// The file's name in the state dir.
 pub(crate) const STATE_FILE: &str = "state";
 /// Magic and format version: bumping the version makes older files
 /// "unsupported", never misread.
 const MAGIC: &[u8; 3] = b"VIS";
-pub(crate) const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 2;
 const NONCE_LEN: usize = 12;
 /// Far above any real state (a few hundred bytes per secret); a larger
 /// file is not ours.
@@ -56,7 +58,8 @@ impl std::fmt::Debug for Header {
     }
 }
 
-/// The encrypted part: the token and every secret's lease and digest.
+/// The encrypted part: the token, every source's lease and every file's
+/// hash. Never secret values: a resumed source has no data until fetched.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Saved {
@@ -64,30 +67,50 @@ pub(crate) struct Saved {
     pub accessor: String,
     /// TTL the login granted (tells a renewal capped by the max TTL).
     pub login_ttl: u64,
-    pub secrets: Vec<SavedSecret>,
+    pub sources: Vec<SavedSource>,
+    pub files: Vec<SavedFile>,
 }
 
 impl std::fmt::Debug for Saved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Saved")
-            .field("secrets", &self.secrets.len())
+            .field("sources", &self.sources.len())
+            .field("files", &self.files.len())
             .finish_non_exhaustive()
     }
 }
 
-/// One rendered secret.
+/// One source: a Vault call shared by the files that use it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SavedSecret {
+pub(crate) struct SavedSource {
+    /// The call (path, `?version=`, write parameters): a source of the
+    /// restarted agent resumes from the saved one making the same call.
+    pub read: ReadSpec,
+    /// KV v2 version of its last data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// sha256 (hex) of its last data: a re-read that matches it changes
+    /// no file. Absent: unknown (the next data counts as new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<SavedLease>,
+    /// Unix seconds when its next renewal or fetch is due (a certificate
+    /// issued without a lease is re-issued then).
+    pub due: u64,
+}
+
+/// One rendered file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SavedFile {
     pub name: String,
-    /// sha256 of the secret's spec: a changed spec means a new read.
+    /// sha256 of the file's spec: a changed spec means a new render.
     pub spec: String,
     /// sha256 of the rendered bytes.
     pub hash: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease: Option<SavedLease>,
+    pub mode: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,17 +270,27 @@ mod tests {
                 token: "hvs.secret-token".into(),
                 accessor: "acc".into(),
                 login_ttl: 3600,
-                secrets: vec![SavedSecret {
-                    name: "db".into(),
-                    spec: "s".into(),
-                    hash: "h".into(),
+                sources: vec![SavedSource {
+                    read: ReadSpec {
+                        path: "database/creds/app".into(),
+                        version: None,
+                        params: Default::default(),
+                    },
                     version: None,
+                    digest: Some("d".into()),
                     lease: Some(SavedLease {
                         id: "database/creds/app/x".into(),
                         duration_secs: 60,
                         renewable: true,
                         last: false,
                     }),
+                    due: 40,
+                }],
+                files: vec![SavedFile {
+                    name: "db".into(),
+                    spec: "s".into(),
+                    hash: "h".into(),
+                    mode: 0o644,
                 }],
             },
         )

@@ -9,10 +9,10 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vault-injector-agent"))
 }
 
-/// The state file's header and encrypted rest (format v1: "VIS" 1,
+/// The state file's header and encrypted rest (format v2: "VIS" 2,
 /// header length, header JSON, nonce, ciphertext).
 pub fn state_parts(bytes: &[u8]) -> (serde_json::Value, Vec<u8>, Vec<u8>) {
-    assert_eq!(&bytes[..4], b"VIS\x01", "magic and version");
+    assert_eq!(&bytes[..4], b"VIS\x02", "magic and version");
     let len = u32::from_be_bytes(bytes[4..8].try_into().unwrap()) as usize;
     let raw = bytes[8..8 + len].to_vec();
     let header = serde_json::from_slice(&raw).unwrap();
@@ -43,7 +43,7 @@ pub fn decrypt_state(key_hex: &str, bytes: &[u8]) -> serde_json::Value {
     let (header, raw, rest) = state_parts(bytes);
     let uid = header["pod_uid"].as_str().unwrap();
     let mut aad = b"vault-injector-state".to_vec();
-    aad.push(1);
+    aad.push(2);
     aad.extend_from_slice(&(uid.len() as u32).to_be_bytes());
     aad.extend_from_slice(uid.as_bytes());
     aad.extend_from_slice(&raw);
