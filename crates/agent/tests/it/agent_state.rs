@@ -2,8 +2,9 @@
 //! sidecar killed with SIGKILL resumes (same token, same lease, same
 //! database user, files untouched), the classic layout fetches dynamic
 //! credentials once, and tampered, foreign, replayed, stolen and expired
-//! state is refused with one audit line each. Every output is scanned for
-//! the secret values, the token and the state key.
+//! state is refused with one audit line each; files sharing one lease
+//! resume it until new KV data makes one of them render again. Every output
+//! is scanned for the secret values, the token and the state key.
 
 use crate::support;
 
@@ -200,6 +201,102 @@ fn classic_layout_init_then_sidecar_fetches_database_credentials_once() {
     assert_no_leaks(
         &format!("{}{}", text(&init), sc.output()),
         &[KV_VALUE, &pass, &pg.password],
+    );
+}
+
+/// A template file reading `reads` (translated vault-k8s style).
+fn template(name: &str, template: &str, reads: Value) -> Value {
+    json!({"name": name, "path": "database/creds/app", "file": name, "format": "template",
+           "goTemplate": true, "template": template, "reads": reads})
+}
+
+#[test]
+fn files_sharing_a_lease_resume_it_until_new_kv_data_needs_it_rendered_again() {
+    let Some(bao) = OpenBao::start() else { return };
+    let Some(pg) = Postgres::start() else { return };
+    bao.configure();
+    database(&bao, &pg);
+    bao.kv_put("secret", "state", &json!({"v": KV_VALUE}));
+    let dirs = AgentDirs::new(support::bin(), &bao);
+    let db = json!({"path": "database/creds/app"});
+    let kv = json!({"path": "secret/state"});
+    let mut cfg = config(
+        &bao,
+        json!([
+            template("user", "{{ reads[0].Data.username }}", json!([db])),
+            template("pass", "{{ reads[0].Data.password }}", json!([db])),
+            template(
+                "dsn",
+                "{{ reads[1].Data.data.v }}:{{ reads[0].Data.username }}",
+                json!([db, kv]),
+            ),
+        ]),
+    );
+    cfg["refreshIntervalSecs"] = json!(1);
+
+    let mut first = Sidecar::spawn(&cfg, &dirs);
+    ready(&mut first, &dirs);
+    let user = dirs.read("user");
+    let pass = dirs.read("pass");
+    assert_eq!(dirs.read("dsn"), format!("{KV_VALUE}:{user}"));
+    assert_eq!(db_leases(&bao).len(), 1, "one call shared by three files");
+    let stamps = ["user", "pass", "dsn"].map(|f| stamp(&dirs, f));
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let first_out = first.output();
+
+    let mut second = Sidecar::spawn_cmd(command(&cfg, &dirs, "sidecar"), &dirs, "second");
+    ready(&mut second, &dirs);
+    // Unchanged KV data, read again every second, renders nothing and
+    // needs no new credentials.
+    let kv_reads = |sc: &Sidecar| {
+        events(&sc.stdout(), "read")
+            .iter()
+            .filter(|r| r["path"] == "secret/state")
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || kv_reads(&second) >= 3),
+        "{}",
+        second.output()
+    );
+    let out = second.stdout();
+    assert!(events(&out, "login").is_empty(), "logged in again:\n{out}");
+    let resumed: Vec<String> = events(&out, "resume")
+        .iter()
+        .filter_map(|e| e["secret"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(resumed, ["user", "pass", "dsn"], "{out}");
+    assert!(
+        audit_lines(&out)
+            .iter()
+            .all(|a| a["path"] != "database/creds/app" || a["event"] == "resume"),
+        "the database secret was fetched again:\n{out}"
+    );
+    assert!(events(&out, "render").is_empty(), "{out}");
+    assert_eq!(db_leases(&bao).len(), 1, "a new database lease");
+    assert_eq!(["user", "pass", "dsn"].map(|f| stamp(&dirs, f)), stamps);
+
+    // New KV data: `dsn` must render again, which needs the database data
+    // the state never held: new credentials, shared by all three files.
+    bao.kv_put("secret", "state", &json!({"v": "kv-state-value-2"}));
+    let moved = wait_for(Duration::from_secs(30), || {
+        let u = dirs.read("user");
+        u != user && dirs.read("dsn") == format!("kv-state-value-2:{u}")
+    });
+    assert!(moved, "{}", second.output());
+    let (user2, pass2) = (dirs.read("user"), dirs.read("pass"));
+    assert_ne!(pass2, pass);
+    assert_eq!(
+        pg.query(&user2, &pass2, "select current_user").unwrap(),
+        user2
+    );
+    assert_eq!(db_leases(&bao).len(), 2);
+    assert_eq!(second.terminate(), Some(0));
+    let all = format!("{first_out}{}", second.output());
+    assert_no_leaks(
+        &all,
+        &[KV_VALUE, "kv-state-value-2", &pass, &pass2, &pg.password],
     );
 }
 
