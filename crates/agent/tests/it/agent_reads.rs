@@ -1,14 +1,14 @@
 //! Files rendered from several Vault calls (translated vault-k8s templates):
 //! identical calls made once and shared, a PKI issue (a write with
-//! parameters) re-issued before the certificate expires, against a real
-//! OpenBao.
+//! parameters) re-issued before the certificate expires, and kept by a
+//! restarted sidecar until then, against a real OpenBao.
 
 use crate::support;
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::agent::{audit_lines, config, wait_for, AgentDirs, Sidecar};
+use support::agent::{audit_lines, command, config, wait_for, AgentDirs, Sidecar};
 use support::openbao::{OpenBao, ROLE};
 
 const POLICY: &str = r#"
@@ -98,4 +98,76 @@ fn one_certificate_is_shared_and_reissued_before_it_expires() {
     assert!(renewed, "{}", sc.output());
     assert!(issues(&sc).iter().any(|e| e["event"] == "rotation"));
     assert_eq!(sc.terminate(), Some(0));
+}
+
+#[test]
+fn a_restarted_sidecar_keeps_the_certificate_until_it_is_due() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(bao) = pki() else { return };
+    let dirs = AgentDirs::new(support::bin(), &bao);
+    let issue = json!({"path": "pki/issue/web",
+                       "params": {"common_name": "a.example.com", "ttl": "1h"}});
+    let kv = json!({"path": "secret/web"});
+    let cfg = config(
+        &bao,
+        json!([
+            file("cert", "{{ reads[0].Data.certificate }}", json!([issue])),
+            file(
+                "both",
+                "{{ reads[1].Data.data.host }}\n{{ reads[0].Data.certificate }}",
+                json!([issue, kv]),
+            ),
+        ]),
+    );
+    let ready = |sc: &Sidecar| {
+        assert!(
+            wait_for(Duration::from_secs(30), || dirs
+                .state
+                .join("ready")
+                .is_file()),
+            "{}",
+            sc.output()
+        );
+    };
+    let stamp = |f: &str| {
+        let m = std::fs::metadata(dirs.secrets.join(f)).unwrap();
+        (m.ino(), m.mtime(), m.mtime_nsec())
+    };
+    let mut first = Sidecar::spawn(&cfg, &dirs);
+    ready(&first);
+    let cert = dirs.read("cert");
+    let stamps = (stamp("cert"), stamp("both"));
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let mut second = Sidecar::spawn_cmd(command(&cfg, &dirs, "sidecar"), &dirs, "second");
+    ready(&second);
+    // The KV source is read again at once; wait for it, then nothing may
+    // have touched the certificate.
+    let kv_read = || {
+        audit_lines(&second.stdout())
+            .iter()
+            .any(|a| a["event"] == "read" && a["path"] == "secret/web")
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), kv_read),
+        "{}",
+        second.output()
+    );
+    let lines = audit_lines(&second.stdout());
+    assert!(
+        !lines.iter().any(|a| a["event"] == "login"),
+        "{}",
+        second.output()
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|a| a["path"] != "pki/issue/web" || a["event"] == "resume"),
+        "the certificate was issued again:\n{}",
+        second.output()
+    );
+    assert_eq!(dirs.read("cert"), cert);
+    assert_eq!((stamp("cert"), stamp("both")), stamps);
+    assert_eq!(second.terminate(), Some(0));
 }
