@@ -329,9 +329,12 @@ mod tests {
         let good = seal(&key, &h, &s);
         assert_eq!(open(&key, "uid-2", &good), Err(Discard::Tampered));
         assert_eq!(open(&new_key(), "uid-1", &good), Err(Discard::Tampered));
-        let mut v2 = good.clone();
-        v2[3] = 2;
-        assert_eq!(open(&key, "uid-1", &v2), Err(Discard::Version(2)));
+        // Version 1 (one lease per file) and any later version.
+        for v in [1, VERSION + 1] {
+            let mut other = good.clone();
+            other[3] = v;
+            assert_eq!(open(&key, "uid-1", &other), Err(Discard::Version(v)));
+        }
         assert_eq!(open(&key, "uid-1", b"junk"), Err(Discard::Malformed));
         // A header rewritten to name this pod still fails authentication.
         let mut h2 = h.clone();
