@@ -387,7 +387,7 @@ impl Agent {
             sources: self
                 .sources
                 .iter()
-                .filter(|src| src.secret.is_some() || src.digest.is_some())
+                .filter(|src| src.secret.is_some() || src.digest.is_some() || src.lease.is_some())
                 .map(|src| SavedSource {
                     read: src.read.clone(),
                     version: src.version,
