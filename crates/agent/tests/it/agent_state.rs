@@ -281,12 +281,14 @@ fn files_sharing_a_lease_resume_it_until_new_kv_data_needs_it_rendered_again() {
     // the state never held: new credentials, shared by all three files.
     bao.kv_put("secret", "state", &json!({"v": "kv-state-value-2"}));
     let moved = wait_for(Duration::from_secs(30), || {
+        // Files are written one after the other: wait for all three.
         let u = dirs.read("user");
-        u != user && dirs.read("dsn") == format!("kv-state-value-2:{u}")
+        u != user
+            && dirs.read("pass") != pass
+            && dirs.read("dsn") == format!("kv-state-value-2:{u}")
     });
     assert!(moved, "{}", second.output());
     let (user2, pass2) = (dirs.read("user"), dirs.read("pass"));
-    assert_ne!(pass2, pass);
     assert_eq!(
         pg.query(&user2, &pass2, "select current_user").unwrap(),
         user2
