@@ -19,7 +19,7 @@ RUN cargo build --locked --config .cargo/static.toml --target x86_64-unknown-lin
 
 # No shell, no package manager, no libc: two static binaries. No CA bundle
 # either: the public roots are compiled in (webpki-roots), a private Vault CA
-# comes from the chart (vault.caCert) and the API server's CA from the
+# comes from the chart (vault.caPem) and the API server's CA from the
 # service-account mount.
 FROM scratch
 ARG VERSION=0.1.0
