@@ -124,7 +124,11 @@ impl Default for AgentDefaults {
         let q = |s: &str| Quantity(s.to_string());
         Self {
             // The image `make image` builds for this very version.
-            image: concat!("ghcr.io/vault-injector/vault-injector:", env!("CARGO_PKG_VERSION")).into(),
+            image: concat!(
+                "ghcr.io/vault-injector/vault-injector:",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into(),
             image_pull_policy: "IfNotPresent".into(),
             resources: k8s_openapi::api::core::v1::ResourceRequirements {
                 requests: Some(BTreeMap::from([

@@ -411,10 +411,7 @@ mod tests {
             run_command("exit 3").await,
             Err(Error::Command(_))
         ));
-        assert!(matches!(
-            run_command("false").await,
-            Err(Error::Command(_))
-        ));
+        assert!(matches!(run_command("false").await, Err(Error::Command(_))));
     }
 
     fn direct(words: &[&str]) -> Invocation {
@@ -428,7 +425,10 @@ mod tests {
             ("  a   b\tc  ", &["a", "b", "c"]),
             ("a 'b c' \"d e\" f\\ g", &["a", "b c", "d e", "f g"]),
             ("a '' \"\"", &["a", "", ""]),
-            ("a 'x\"y' \"x'y\" \"q\\\"\\\\\\$\"", &["a", "x\"y", "x'y", "q\"\\$"]),
+            (
+                "a 'x\"y' \"x'y\" \"q\\\"\\\\\\$\"",
+                &["a", "x\"y", "x'y", "q\"\\$"],
+            ),
             ("a \"\\n\"", &["a", "\\n"]),
             ("a b#c d=e", &["a", "b#c", "d=e"]),
             ("kill -HUP 1", &["kill", "-HUP", "1"]),
