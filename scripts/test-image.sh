@@ -410,7 +410,7 @@ chown -R 65532:65532 "$img/test" "$img/vault"
 
 cat >"$tmp/bao-tls.hcl" <<HCL
 listener "tcp" {
-  address       = "127.0.0.1:8201"
+  address       = "127.0.0.1:8300"
   tls_cert_file = "$tmp/vault-tls/tls.crt"
   tls_key_file  = "$tmp/vault-tls/tls.key"
 }
@@ -473,7 +473,7 @@ secret="s3cr3t-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 ca_json=$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$tmp/vault-tls/ca.crt")
 agent_config() {
   cat <<JSON
-{"vault": {"address": "https://vault.vault.svc:8201", "caPem": $ca_json},
+{"vault": {"address": "https://vault.vault.svc:8300", "caPem": $ca_json},
  "auth": {"method": "approle", "mount": "approle", "roleIdPath": "/test/approle/role-id", "secretIdPath": "/test/approle/secret-id"},
  "secrets": [$1],
  "env": [{"var": "DB_PASSWORD", "path": "secret/data/app/db", "key": "password"}],
