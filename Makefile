@@ -38,6 +38,7 @@ test-image: tools
 lint-rust:
 	$(CARGO) fmt --all -- --check
 	@CARGO=$(CARGO) scripts/check-deps.sh
+	@python3 scripts/check-modules.py
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 demo: tools

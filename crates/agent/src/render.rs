@@ -287,9 +287,9 @@ fn render_template(spec: &SecretSpec, src: &str, secret: &Secret) -> Result<Stri
         minijinja::UndefinedBehavior::Lenient
     });
     env.set_keep_trailing_newline(true);
-    vault_injector_core::compat::gotmpl::register_filters(&mut env);
+    vault_injector_core::go::gotmpl::register_filters(&mut env);
     if spec.go_template {
-        vault_injector_core::compat::gotmpl::register(&mut env);
+        vault_injector_core::go::gotmpl::register(&mut env);
     }
     env.add_template("template", src).map_err(terr)?;
     // `secret` is the Vault response's data as consul-template's `.Data` sees

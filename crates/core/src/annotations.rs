@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
 
-use crate::compat::goparse::parse_bool;
 use crate::contract::{AuthMethod, Format, Reload};
+use crate::go::goparse::parse_bool;
 
 /// Our annotation prefix.
 pub const PREFIX: &str = "vault-injector.io/";
@@ -30,7 +30,7 @@ pub const STATUS_INJECTED: &str = "injected";
 /// parser of annotation text sees.
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 /// Largest template annotation (`template-NAME`, `agent-inject-template-*`).
-pub const MAX_TEMPLATE_BYTES: usize = crate::compat::gotmpl::MAX_TEMPLATE_BYTES;
+pub const MAX_TEMPLATE_BYTES: usize = crate::go::gotmpl::MAX_TEMPLATE_BYTES;
 /// Largest total of the keys and values of a pod's injection annotations:
 /// Kubernetes refuses more than this for all of a pod's annotations, so no
 /// pod it would run is denied by it.
@@ -1078,7 +1078,7 @@ mod tests {
                         ),
                         Ok(()) => {
                             let mut env = minijinja::Environment::new();
-                            crate::compat::gotmpl::register_filters(&mut env);
+                            crate::go::gotmpl::register_filters(&mut env);
                             let r = env.render_str(&src, minijinja::context! { x => true });
                             eprintln!("{name}: passes the check, renders {:?}", r.map(|s| s.len()));
                         }

@@ -3,7 +3,5 @@
 //! and Bank-Vaults (`vault:PATH#KEY` env values).
 
 pub mod bankvaults;
-pub mod goparse;
-pub mod gotmpl;
 #[cfg(feature = "k8s")]
 pub mod vaultk8s;

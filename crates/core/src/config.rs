@@ -334,7 +334,7 @@ impl VolumeSettings {
         if self.kv_mount.trim_matches('/').is_empty() {
             return Err("volumes.kvMount must not be empty".into());
         }
-        if crate::policy::glob::path_is_suspicious(&self.prefix) {
+        if crate::contract::path_is_suspicious(&self.prefix) {
             return Err(format!(
                 "volumes.prefix {:?} is not a clean path",
                 self.prefix

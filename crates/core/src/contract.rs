@@ -151,6 +151,15 @@ fn default_token_path() -> String {
     SA_TOKEN_PATH.into()
 }
 
+/// A Vault path nobody may name at all: `..` or `.` segments could walk out
+/// of any prefix once Vault or a proxy normalises them. Here, at the bottom
+/// of the crate, because the operator's config and the policy both ask.
+pub fn path_is_suspicious(path: &str) -> bool {
+    path.split('/').any(|s| s == ".." || s == ".")
+        || path.contains('\\')
+        || path.chars().any(|c| c.is_control())
+}
+
 /// Normalises an auth path annotation (`auth/kubernetes`, `/auth/k8s/`,
 /// `kubernetes`) to the mount name vaultrs expects.
 pub fn auth_mount(path: &str) -> String {

@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod compat;
 pub mod contract;
+pub mod go;
 #[cfg(feature = "k8s")]
 pub mod yaml;
 

@@ -11,12 +11,13 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use crate::annotations::{
     self, EnvRequest, InjectionRequest, Lifecycle, Problem, VolumeRequest, INJECT, PREFIX,
 };
-use crate::compat::{bankvaults, goparse, vaultk8s};
+use crate::compat::{bankvaults, vaultk8s};
 use crate::config::WebhookConfig;
 use crate::contract::{
     auth_mount, AgentAuth, AgentConfig, AuthMethod, EnvSpec, PodIdentity, SecretSpec, SECRETS_DIR,
     STATE_DIR,
 };
+use crate::go::goparse;
 
 /// Names the injector adds to pods; a pod that already uses one for
 /// something else is denied rather than silently clobbered.

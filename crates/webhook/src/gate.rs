@@ -94,10 +94,15 @@ impl Gate {
     pub fn spawn_policy_reloader(
         &self,
         settings: &vault_injector_core::config::PolicySettings,
+        stop: tokio_util::sync::CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let interval = settings.reload_interval().ok()?;
         settings.file.as_ref()?;
-        Some(crate::policy_reload::spawn(self.policy.clone(), interval))
+        Some(crate::policy_reload::spawn(
+            self.policy.clone(),
+            interval,
+            stop,
+        ))
     }
 
     pub fn profiles(&self) -> &Arc<ProfileStore> {

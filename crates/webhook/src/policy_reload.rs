@@ -5,16 +5,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use vault_injector_core::policy::PolicyHandle;
 
-/// Polls the file every `interval` until the returned task is aborted.
-pub fn spawn(handle: Arc<PolicyHandle>, interval: Duration) -> tokio::task::JoinHandle<()> {
+/// Polls the file every `interval` until `stop` is cancelled.
+pub fn spawn(
+    handle: Arc<PolicyHandle>,
+    interval: Duration,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
             match handle.reload() {
                 Ok(true) => {
                     failing = false;

@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 use tracing::Instrument;
 
@@ -700,7 +701,7 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     webhook: Webhook,
     slot: ConnSlot,
-    mut drain: tokio::sync::watch::Receiver<bool>,
+    drain: CancellationToken,
 ) {
     let limits = slot.conns.limits;
     let metrics = slot.conns.metrics.clone();
@@ -724,7 +725,7 @@ async fn serve_connection(
             }
         },
         () = state.shed.notified() => return,
-        _ = drain.wait_for(|d| *d) => return,
+        () = drain.cancelled() => return,
     };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper's header timeout only runs once HTTP/1 parsing starts; the
@@ -788,7 +789,7 @@ async fn serve_connection(
                     return;
                 }
             }
-            _ = drain.wait_for(|d| *d), if closing.is_none() => {}
+            () = drain.cancelled(), if closing.is_none() => {}
         }
         conn.as_mut().graceful_shutdown();
         closing = Some(Instant::now());
@@ -827,7 +828,12 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
 
     // Auto-TLS writes the key pair the file reloader below serves, so it
     // must have produced one before the material is validated.
-    let (auto_tls_stop, auto_tls_stopped) = tokio::sync::watch::channel(false);
+    // The one shutdown mechanism: cancellation tokens. `drain` stops the
+    // listener and finishes open connections; `stop`, cancelled once they
+    // are done, ends every background task (admin port last, so probes see
+    // "not ready" rather than a refused connection while draining).
+    let drain = CancellationToken::new();
+    let stop = CancellationToken::new();
     let auto_tls_task = if auto_tls.auto_tls {
         let (cert, key) = auto_tls.cert_paths();
         if cert != tls_cert || key != tls_key {
@@ -840,19 +846,19 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         let client = kube::Client::try_default()
             .await
             .context("auto-TLS needs a Kubernetes client")?;
-        let mut stopped = auto_tls_stopped.clone();
-        let shutdown = async move {
-            let _ = stopped.changed().await;
-        };
         Some(
-            crate::autotls::spawn(auto_tls, client, shutdown, Duration::from_secs(120))
-                .await
-                .context("auto-TLS")?,
+            crate::autotls::spawn(
+                auto_tls,
+                client,
+                stop.clone().cancelled_owned(),
+                Duration::from_secs(120),
+            )
+            .await
+            .context("auto-TLS")?,
         )
     } else {
         None
     };
-    drop(auto_tls_stopped);
 
     // Bad TLS material is a startup error, before any socket exists, so a
     // broken Secret never produces a pod that is bound but cannot serve.
@@ -872,17 +878,25 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("binding the admin port {admin_listen}"))?;
     let admin_addr = admin_listener.local_addr()?;
-    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), async {
-        let _ = admin_stopped.await;
-    }));
-    let reloader = tokio::spawn(store.clone().watch(tls_reload_interval, metrics.clone()));
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state.clone(),
+        admin_stop.clone().cancelled_owned(),
+    ));
+    let reloader = tokio::spawn(store.clone().watch(
+        tls_reload_interval,
+        metrics.clone(),
+        stop.clone(),
+    ));
 
     let (audit_sink, audit_writer) =
         AuditSink::stdout().context("starting the audit writer thread")?;
     let policy_settings = cfg.policy.clone();
     let injector = Injector::try_new(Arc::new(cfg)).context("loading the cluster policy")?;
-    let policy_reloader = injector.gate().spawn_policy_reloader(&policy_settings);
+    let policy_reloader = injector
+        .gate()
+        .spawn_policy_reloader(&policy_settings, stop.clone());
     let events_enabled = injector.config().events.enabled;
     let mut webhook = Webhook::new(
         injector,
@@ -911,7 +925,6 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     admin_state.set_ready(true);
     tracing::info!(listen = %addr, admin = %admin_addr, "webhook serving");
 
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let signal_name = loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -922,7 +935,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
                             acceptor.clone(),
                             webhook.clone(),
                             slot,
-                            drain_rx.clone(),
+                            drain.clone(),
                         ));
                     }
                     // Every connection is busy: refusing (closing) this one
@@ -943,7 +956,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     drop(listener);
     let open = conns.len();
     tracing::info!(signal = signal_name, open_connections = open, timeout = ?drain_timeout, "draining");
-    let _ = drain_tx.send(true);
+    drain.cancel();
     tokio::select! {
         () = conns.all_closed() => tracing::info!("drained"),
         () = tokio::time::sleep(drain_timeout) => {
@@ -955,11 +968,11 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(130));
         }
     }
-    reloader.abort();
+    stop.cancel();
+    let _ = reloader.await;
     if let Some(r) = policy_reloader {
-        r.abort();
+        let _ = r.await;
     }
-    let _ = auto_tls_stop.send(true);
     if let Some(t) = auto_tls_task {
         // Lets the leader hand its Lease over before the process ends.
         match tokio::time::timeout(Duration::from_secs(5), t).await {
@@ -973,7 +986,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     }
     drop(webhook);
     audit_writer.finish().await;
-    let _ = admin_stop.send(());
+    admin_stop.cancel();
     let _ = admin_task.await;
     Ok(ExitCode::SUCCESS)
 }

@@ -22,6 +22,7 @@ use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 
 use crate::metrics::{Metrics, ReloadResult};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -199,13 +200,21 @@ impl CertStore {
 
     /// Polls the files every `interval` until the task is dropped. Reads
     /// are tiny, so they are done inline rather than on the blocking pool.
-    pub async fn watch(self: Arc<Self>, interval: Duration, metrics: Arc<Metrics>) {
+    pub async fn watch(
+        self: Arc<Self>,
+        interval: Duration,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let mut unreadable = false;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
             let result = self.reload();
             if unreadable && !matches!(result, Err(Error::Read { .. })) {
                 unreadable = false;

@@ -17,8 +17,8 @@ use crate::annotations::{
 };
 use crate::contract::{AuthMethod, Format};
 
-use super::goparse;
-use super::gotmpl;
+use crate::go::goparse;
+use crate::go::gotmpl;
 
 pub const PREFIX: &str = "vault.hashicorp.com/";
 pub const INJECT: &str = "vault.hashicorp.com/agent-inject";

@@ -81,13 +81,7 @@ pub fn segments_within(prefix: &str, path: &[&str]) -> bool {
     !pre.is_empty() && path.len() >= pre.len() && pre.iter().zip(path).all(|(g, s)| matches(g, s))
 }
 
-/// A path a pod may not name at all: `..` or `.` segments could walk out of
-/// any prefix once Vault or a proxy normalises them.
-pub fn path_is_suspicious(path: &str) -> bool {
-    path.split('/').any(|s| s == ".." || s == ".")
-        || path.contains('\\')
-        || path.chars().any(|c| c.is_control())
-}
+pub use crate::contract::path_is_suspicious;
 
 #[cfg(test)]
 mod tests {

@@ -177,7 +177,7 @@ pub fn connection_overrides(
         let Some(value) = annotations.get(*key) else {
             continue;
         };
-        let Ok(skip) = crate::compat::goparse::parse_bool(value) else {
+        let Ok(skip) = crate::go::goparse::parse_bool(value) else {
             return Err(denial(
                 key,
                 format!("{} is not a boolean (true/false, 1/0, t/f)", shown(value)),

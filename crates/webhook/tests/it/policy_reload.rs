@@ -103,7 +103,9 @@ fn a_broken_update_keeps_the_last_good_policy() {
 async fn the_background_reloader_picks_up_changes() {
     let mut cm = ConfigMapDir::new(V1);
     let h = Arc::new(handle(cm.dir.path()));
-    let task = vault_injector::policy_reload::spawn(h.clone(), Duration::from_millis(100));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task =
+        vault_injector::policy_reload::spawn(h.clone(), Duration::from_millis(100), stop.clone());
     cm.swap(V2);
     let mut ok = false;
     for _ in 0..50 {
@@ -113,6 +115,11 @@ async fn the_background_reloader_picks_up_changes() {
             break;
         }
     }
-    task.abort();
     assert!(ok, "policy v2 not loaded within 2.5s");
+    // The shared shutdown token ends it; nothing needs aborting.
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the reloader stops once the token is cancelled")
+        .unwrap();
 }
