@@ -98,6 +98,8 @@ HCL
     chmod 0400 "$r/test/approle/"*
   done
 
+  # `env -i` leaves only the PATH below, where the host's chroot is not.
+  chroot=$(command -v chroot)
   # As the pod would: only the variables the pod spec and the image set.
   run_in() {
     local r=$1
@@ -106,7 +108,7 @@ HCL
   }
 
   # -- the webhook ---------------------------------------------------------
-  run_in "$img" chroot --userspec=65532:65532 "$img" /usr/local/bin/vault-injector webhook \
+  run_in "$img" "$chroot" --userspec=65532:65532 "$img" /usr/local/bin/vault-injector webhook \
     --tls-cert /test/webhook/tls.crt --tls-key /test/webhook/tls.key \
     --listen 127.0.0.1:8443 --admin-listen 127.0.0.1:9090 --log-format json \
     >"$tmp/webhook.out" 2>"$tmp/webhook.err" &
@@ -115,14 +117,14 @@ HCL
   else
     not_ok "webhook from the image never became ready" "$(tail -20 "$tmp/webhook.err")"
   fi
-  if out=$(run_in "$img" chroot --userspec=65532:65532 "$img" vault-injector check-webhook \
+  if out=$(run_in "$img" "$chroot" --userspec=65532:65532 "$img" vault-injector check-webhook \
     --url https://webhook.vault-injector.svc:8443/mutate --ca-file /test/webhook/ca.crt \
     --readyz http://webhook.vault-injector.svc:9090/readyz 2>&1); then
     ok "check-webhook (helm test) from the image: DNS name, TLS with the given CA, dry-run review allowed"
   else
     not_ok "check-webhook from the image failed" "$out"
   fi
-  if out=$(run_in "$img" chroot --userspec=65532:65532 "$img" vault-injector check-webhook \
+  if out=$(run_in "$img" "$chroot" --userspec=65532:65532 "$img" vault-injector check-webhook \
     --url https://webhook.vault-injector.svc:8443/mutate 2>&1); then
     not_ok "check-webhook trusted the webhook's self-made CA without --ca-file" "$out"
   elif grep -qi "certificate" <<<"$out"; then
@@ -133,7 +135,7 @@ HCL
 
   # -- the agent, init -------------------------------------------------------
   if out=$(run_in "$img" VAULT_INJECTOR_CONFIG="$INIT_CONFIG" \
-    chroot --userspec=65532:65532 "$img" vault-injector-agent agent --mode init \
+    "$chroot" --userspec=65532:65532 "$img" vault-injector-agent agent --mode init \
     --secrets-dir /vault/secrets --state-dir /vault/agent \
     --retry-attempts 5 --retry-initial 500ms --retry-max 5s 2>&1); then
     echo "$out" >"$tmp/agent-init.log"
@@ -154,7 +156,7 @@ PY
 
   # -- the agent as a sidecar: commands without a shell ------------------------
   run_in "$img" VAULT_INJECTOR_CONFIG="$SIDECAR_CONFIG" \
-    chroot --userspec=65532:65532 "$img" vault-injector-agent agent --mode sidecar \
+    "$chroot" --userspec=65532:65532 "$img" vault-injector-agent agent --mode sidecar \
     --secrets-dir /vault/secrets --state-dir /vault/agent \
     --retry-attempts 5 --retry-initial 500ms --retry-max 5s \
     >"$tmp/sidecar.out" 2>"$tmp/sidecar.err" &
@@ -180,7 +182,7 @@ PY
   wait "$sidecar" 2>/dev/null
 
   # -- exec in app roots that have no glibc -------------------------------------
-  if out=$(run_in "$img" chroot --userspec=65532:65532 "$img" vault-injector-agent copy-self /vault/bin 2>&1); then
+  if out=$(run_in "$img" "$chroot" --userspec=65532:65532 "$img" vault-injector-agent copy-self /vault/bin 2>&1); then
     for r in busybox musl scratch; do
       cp "$img/vault/bin/vault-injector-agent" "$tmp/$r/vault/bin/"
     done
@@ -192,7 +194,7 @@ PY
     local name=$1 r=$2
     shift 2
     if out=$(env -i PATH=/bin VAULT_INJECTOR_CONFIG="$INIT_CONFIG" WANT="$current" \
-      chroot --userspec=65532:65532 "$r" /vault/bin/vault-injector-agent exec -- "$@" 2>&1); then
+      "$chroot" --userspec=65532:65532 "$r" /vault/bin/vault-injector-agent exec -- "$@" 2>&1); then
       ok "exec from the image in a $name root: the app got DB_PASSWORD"
     else
       not_ok "exec in a $name root failed" "$out"
@@ -202,7 +204,7 @@ PY
   exec_in "busybox (static busybox, no libc)" "$tmp/busybox" /bin/sh -c '[ "$DB_PASSWORD" = "$WANT" ] && echo "app: DB_PASSWORD delivered"'
   exec_in "musl (alpine-like: musl loader, musl app)" "$tmp/musl" /app
   exec_in "scratch (one static app)" "$tmp/scratch" /app
-  if out=$(chroot "$tmp/musl" /app-glibc 2>&1); then
+  if out=$("$chroot" "$tmp/musl" /app-glibc 2>&1); then
     not_ok "a glibc app ran in the musl root: the root is not glibc-free"
   else
     ok "control: a glibc-linked app cannot start in the musl root ($(head -1 <<<"$out" | sed 's/^chroot: //'))"
@@ -491,7 +493,7 @@ JSON
 } >"$tmp/vars"
 
 echo "running the image's binaries in fresh namespaces (unshare --mount --pid --net, chroot)"
-inner=$(unshare --mount --pid --net --fork --kill-child "$0" --inside "$tmp" 2>&1)
+inner=$(unshare --mount --pid --net --fork --kill-child "$root/scripts/test-image.sh" --inside "$tmp" 2>&1)
 echo "$inner" | grep -v '^inside: '
 counts=$(grep '^inside: ' <<<"$inner" | tail -1)
 if [ -z "$counts" ]; then
