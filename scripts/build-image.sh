@@ -86,6 +86,7 @@ AGENT_BIN=$agent_bin
 WEBHOOK_BYTES=$webhook_bytes
 AGENT_BYTES=$agent_bytes
 ARCHIVE_BYTES=$archive_bytes
+EPOCH=$epoch
 DIGESTS='$digests'
 ENV
 log "vault-injector $webhook_bytes bytes, vault-injector-agent $agent_bytes bytes, archive $archive_bytes bytes (gzip layer)"
