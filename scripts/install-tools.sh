@@ -107,12 +107,17 @@ for sh in bash dash; do
     apt_install "$sh"
   fi
 done
-for pair in skopeo:skopeo umoci:umoci busybox:busybox-static musl-gcc:musl-tools; do
+for pair in skopeo:skopeo umoci:umoci musl-gcc:musl-tools; do
   if ! command -v "${pair%%:*}" >/dev/null 2>&1; then
     log "installing ${pair#*:}"
     apt_install "${pair#*:}"
   fi
 done
+# The busybox root must hold a static busybox (Debian's `busybox` is dynamic).
+if ! command -v busybox >/dev/null 2>&1 || readelf -lW "$(command -v busybox)" | grep -q 'program interpreter'; then
+  log "installing busybox-static"
+  apt_install busybox-static
+fi
 # The dynamic musl loader (alpine-like roots); musl-tools depends on musl.
 if [ ! -e /lib/ld-musl-x86_64.so.1 ]; then
   log "installing musl"
