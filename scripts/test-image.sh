@@ -467,6 +467,11 @@ cp -L /lib/ld-musl-x86_64.so.1 "$tmp/musl/lib/ld-musl-x86_64.so.1"
 musl-gcc -O2 -o "$tmp/musl/app" "$tmp/app.c"
 gcc -O2 -o "$tmp/musl/app-glibc" "$tmp/app.c"
 gcc -O2 -static -o "$tmp/scratch/app" "$tmp/app.c"
+if readelf -lW "$tmp/busybox/bin/busybox" | grep -q 'program interpreter'; then
+  not_ok "busybox is dynamically linked: install busybox-static (scripts/install-tools.sh)"
+else
+  ok "busybox root: a static busybox, no loader, no libc"
+fi
 if readelf -lW "$tmp/musl/app" | grep -q 'ld-musl'; then
   ok "musl root: a dynamically linked musl app and the musl loader, no glibc"
 else
