@@ -179,3 +179,54 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(check(&args))?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(ca_file: Option<PathBuf>, ca_bundle: Option<&str>) -> CheckArgs {
+        CheckArgs {
+            url: "https://webhook.test/mutate".into(),
+            ca_file,
+            ca_bundle: ca_bundle.map(str::to_string),
+            readyz: None,
+            timeout: Duration::from_secs(1).into(),
+        }
+    }
+
+    #[test]
+    fn the_ca_comes_from_the_file_then_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.crt");
+        let b64 = base64::engine::general_purpose::STANDARD.encode("BUNDLE");
+
+        std::fs::write(&file, "FILE").unwrap();
+        let got = ca_pem(&args(Some(file.clone()), Some(&b64))).unwrap();
+        assert_eq!(got.as_deref(), Some(&b"FILE"[..]));
+
+        // The chart mounts an optional Secret item: missing or blank falls
+        // back to the caBundle value.
+        std::fs::write(&file, " \n").unwrap();
+        let got = ca_pem(&args(Some(file.clone()), Some(&b64))).unwrap();
+        assert_eq!(got.as_deref(), Some(&b"BUNDLE"[..]));
+        let missing = dir.path().join("none");
+        let got = ca_pem(&args(Some(missing.clone()), Some(&b64))).unwrap();
+        assert_eq!(got.as_deref(), Some(&b"BUNDLE"[..]));
+
+        assert_eq!(ca_pem(&args(Some(missing), Some(""))).unwrap(), None);
+        assert!(matches!(
+            ca_pem(&args(None, Some("not base64!"))),
+            Err(Error::CaBase64(_))
+        ));
+    }
+
+    #[test]
+    fn the_review_is_a_harmless_dry_run() {
+        let r = review();
+        assert_eq!(r["request"]["uid"], UID);
+        assert_eq!(r["request"]["dryRun"], true);
+        assert!(r["request"]["object"]["metadata"]
+            .get("annotations")
+            .is_none());
+    }
+}
