@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use vault_injector_core::audit::{self, AgentAudit, AgentEvent};
-use vault_injector_core::compat::bankvaults;
+use vault_injector_core::compat::bankvaults::{self, EnvRef, Piece};
 use vault_injector_core::contract::{
     AgentConfig, EnvSpec, AGENT_BIN, AGENT_CONFIG_ENV, SA_TOKEN_PATH,
 };
+use vault_injector_core::go::gotmpl;
 use vault_injector_vault::{Exact, Vault};
 
 /// Exit code when a secret cannot be resolved (PROGRAM never started).
@@ -70,6 +71,7 @@ pub enum Error {
     Nul {
         var: String,
         path: String,
+        /// The key, or `template` for a template's output.
         key: String,
     },
     #[error(
@@ -79,8 +81,16 @@ pub enum Error {
     TooLong {
         var: String,
         path: String,
+        /// The key, or `template` / `value` for a template's or several
+        /// references' output.
         key: String,
         len: usize,
+    },
+    #[error("env var {var}: the template over {path}: {message}")]
+    Template {
+        var: String,
+        path: String,
+        message: String,
     },
     #[error("env var {var}: {source}")]
     Vault {
@@ -99,13 +109,11 @@ pub enum Error {
 /// which `execve` fails with E2BIG.
 const MAX_ARG_STRLEN: usize = 32 * 4096;
 
-/// One env var to resolve.
+/// One env var to resolve: literal text and references, concatenated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
     pub var: String,
-    pub path: String,
-    pub key: String,
-    pub version: Option<u64>,
+    pub pieces: Vec<Piece>,
 }
 
 /// The references this process must resolve: `vault:` values in its own
@@ -119,32 +127,53 @@ pub fn collect(
         if var == AGENT_CONFIG_ENV || !bankvaults::is_ref(&value) {
             continue;
         }
-        let r = bankvaults::parse(&value).map_err(|message| Error::BadReference {
-            var: var.clone(),
-            message,
-        })?;
-        out.insert(
-            var.clone(),
-            Wanted {
-                var,
-                path: r.path,
-                key: r.key,
-                version: r.version,
-            },
-        );
+        let pieces = match bankvaults::parse_value(&value) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(message) => {
+                return Err(Error::BadReference {
+                    var: var.clone(),
+                    message,
+                })
+            }
+        };
+        out.insert(var.clone(), Wanted { var, pieces });
     }
     for s in specs {
         out.insert(
             s.var.clone(),
             Wanted {
                 var: s.var.clone(),
-                path: s.path.clone(),
-                key: s.key.clone(),
-                version: s.version,
+                pieces: vec![Piece::Ref(EnvRef {
+                    path: s.path.clone(),
+                    key: s.key.clone(),
+                    version: s.version,
+                    template: false,
+                })],
             },
         );
     }
     Ok(out.into_values().collect())
+}
+
+/// A Bank-Vaults template over the secret's data (`.KEY` is a key of the
+/// KV data), printed as Go prints values. Its errors never quote the data.
+fn render_template(
+    var: &str,
+    r: &EnvRef,
+    secret: &vault_injector_vault::Secret,
+) -> Result<String, Error> {
+    let err = |message: String| Error::Template {
+        var: var.to_string(),
+        path: r.path.clone(),
+        message,
+    };
+    let t = gotmpl::translate_bankvaults(&r.key).map_err(|e| err(e.to_string()))?;
+    let mut env = minijinja::Environment::new();
+    gotmpl::register(&mut env);
+    let data = crate::render::template_value(&Exact::Object(secret.data.clone()));
+    env.render_str(&t.source, minijinja::context! { data => data })
+        .map_err(|e| err(crate::render::template_message(&e, secret)))
 }
 
 fn scalar(v: &Exact) -> Option<String> {
@@ -177,49 +206,88 @@ async fn resolve(
         .await
         .map_err(Error::Login)?;
     eprintln!("{}", audit::agent_line(AgentEvent::Login, &who(None, None)));
+    // One read per path and version, as Bank-Vaults caches them: the
+    // username and password of one dynamic secret stay a pair.
     let mut cache: BTreeMap<(String, Option<u64>), vault_injector_vault::Secret> = BTreeMap::new();
     let mut out = Vec::with_capacity(wanted.len());
     for w in wanted {
-        let cache_key = (w.path.clone(), w.version);
-        if !cache.contains_key(&cache_key) {
-            let secret = vault
-                .read_version(&w.path, w.version)
-                .await
-                .map_err(|source| Error::Vault {
+        let mut value = String::new();
+        for piece in &w.pieces {
+            let r = match piece {
+                Piece::Text(t) => {
+                    value.push_str(t);
+                    continue;
+                }
+                Piece::Ref(r) => r,
+            };
+            let cache_key = (r.path.clone(), r.version);
+            if !cache.contains_key(&cache_key) {
+                let secret = vault
+                    .read_version(&r.path, r.version)
+                    .await
+                    .map_err(|source| Error::Vault {
+                        var: w.var.clone(),
+                        source,
+                    })?;
+                let mut rec = who(Some(&w.var), Some(&r.path));
+                rec.version = secret.version();
+                eprintln!("{}", audit::agent_line(AgentEvent::Read, &rec));
+                cache.insert(cache_key.clone(), secret);
+            }
+            let secret = &cache[&cache_key];
+            let v = if r.template {
+                render_template(&w.var, r, secret)?
+            } else {
+                let v = secret.data.get(&r.key).ok_or_else(|| Error::MissingKey {
                     var: w.var.clone(),
-                    source,
+                    path: r.path.clone(),
+                    key: r.key.clone(),
                 })?;
-            let mut rec = who(Some(&w.var), Some(&w.path));
-            rec.version = secret.version();
-            eprintln!("{}", audit::agent_line(AgentEvent::Read, &rec));
-            cache.insert(cache_key.clone(), secret);
+                scalar(v).ok_or_else(|| Error::NotScalar {
+                    var: w.var.clone(),
+                    path: r.path.clone(),
+                    key: r.key.clone(),
+                })?
+            };
+            // Checked here so the error names the variable: `execve` would
+            // only say "nul byte found".
+            if v.contains('\0') {
+                return Err(Error::Nul {
+                    var: w.var.clone(),
+                    path: r.path.clone(),
+                    key: if r.template {
+                        "template".into()
+                    } else {
+                        r.key.clone()
+                    },
+                });
+            }
+            value.push_str(&v);
         }
-        let secret = &cache[&cache_key];
-        let value = secret.data.get(&w.key).ok_or_else(|| Error::MissingKey {
-            var: w.var.clone(),
-            path: w.path.clone(),
-            key: w.key.clone(),
-        })?;
-        let value = scalar(value).ok_or_else(|| Error::NotScalar {
-            var: w.var.clone(),
-            path: w.path.clone(),
-            key: w.key.clone(),
-        })?;
-        // Checked here so the error names the variable: `execve` would
-        // only say "nul byte found" or "Argument list too long".
-        if value.contains('\0') {
-            return Err(Error::Nul {
-                var: w.var.clone(),
-                path: w.path.clone(),
-                key: w.key.clone(),
-            });
-        }
+        let (path, key) = match &w.pieces[..] {
+            [Piece::Ref(r)] if !r.template => (r.path.as_str(), r.key.as_str()),
+            pieces => (
+                pieces
+                    .iter()
+                    .find_map(|p| match p {
+                        Piece::Ref(r) => Some(r.path.as_str()),
+                        Piece::Text(_) => None,
+                    })
+                    .unwrap_or_default(),
+                if pieces.len() == 1 {
+                    "template"
+                } else {
+                    "value"
+                },
+            ),
+        };
+        // `execve` would only say "Argument list too long".
         let len = w.var.len() + 1 + value.len() + 1;
         if len > MAX_ARG_STRLEN {
             return Err(Error::TooLong {
                 var: w.var.clone(),
-                path: w.path.clone(),
-                key: w.key.clone(),
+                path: path.to_string(),
+                key: key.to_string(),
                 len,
             });
         }
@@ -361,21 +429,38 @@ mod tests {
             &specs,
         )
         .unwrap();
+        let r = |path: &str, key: &str, version| {
+            Piece::Ref(EnvRef {
+                path: path.into(),
+                key: key.into(),
+                version,
+                template: false,
+            })
+        };
         assert_eq!(
             got,
             vec![
                 Wanted {
                     var: "API_KEY".into(),
-                    path: "secret/data/api".into(),
-                    key: "key".into(),
-                    version: None
+                    pieces: vec![r("secret/data/api", "key", None)],
                 },
                 Wanted {
                     var: "DB_PASSWORD".into(),
-                    path: "secret/data/db".into(),
-                    key: "password".into(),
-                    version: Some(2)
+                    pieces: vec![r("secret/data/db", "password", Some(2))],
                 },
+            ]
+        );
+        let inline = collect(
+            env(&[("URI", "pg://${vault:db/creds/app#username}@h")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            inline[0].pieces,
+            vec![
+                Piece::Text("pg://".into()),
+                r("db/creds/app", "username", None),
+                Piece::Text("@h".into())
             ]
         );
     }

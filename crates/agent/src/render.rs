@@ -320,7 +320,7 @@ fn render_template(spec: &SecretSpec, src: &str, secret: &Secret) -> Result<Stri
 
 /// A template value with integers exact up to 128 bits (serde_json's own
 /// values would have made `2^64` a float); other numbers are floats.
-fn template_value(v: &Exact) -> minijinja::Value {
+pub(crate) fn template_value(v: &Exact) -> minijinja::Value {
     use minijinja::Value as V;
     match v {
         Exact::Null => V::from(()),
@@ -346,7 +346,7 @@ fn template_value(v: &Exact) -> minijinja::Value {
 /// where it can carry data: a template name (`{% include data.KEY %}` looks
 /// up the value as a name; there is no loader, so every include, import and
 /// extends fails) or any text equal to one of the secret's values.
-fn template_message(e: &minijinja::Error, secret: &Secret) -> String {
+pub(crate) fn template_message(e: &minijinja::Error, secret: &Secret) -> String {
     if e.kind() == minijinja::ErrorKind::TemplateNotFound {
         let mut m =
             String::from("include, import, from and extends are not available in secret templates");

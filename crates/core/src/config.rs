@@ -161,6 +161,12 @@ pub struct InjectorSettings {
     pub self_labels: BTreeMap<String, String>,
     /// Log format of the webhook itself.
     pub log_format: LogFormat,
+    /// Inject pods that carry Bank-Vaults `vault:PATH#KEY` env values but no
+    /// opt-in annotation, as Bank-Vaults' webhook does; their role, auth
+    /// path and address come from Bank-Vaults' annotations
+    /// (`vault.security.banzaicloud.io/vault-role`, ...). Off: such pods
+    /// need `vault-injector.io/inject: "true"`.
+    pub bank_vaults_without_opt_in: bool,
 }
 
 impl Default for InjectorSettings {
@@ -172,6 +178,7 @@ impl Default for InjectorSettings {
                 "vault-injector".to_string(),
             )]),
             log_format: LogFormat::Json,
+            bank_vaults_without_opt_in: false,
         }
     }
 }

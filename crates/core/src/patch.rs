@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use json_patch::jsonptr::PointerBuf;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, ExecAction, Pod, PodSpec, Probe,
-    ProjectedVolumeSource, SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume,
-    VolumeMount, VolumeProjection,
+    ProjectedVolumeSource, SeccompProfile, SecretVolumeSource, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::ser::SerializeStruct;
@@ -23,7 +23,7 @@ use crate::annotations::{Lifecycle, STATUS, STATUS_INJECTED};
 use crate::config::WebhookConfig;
 use crate::contract::{AuthMethod, AGENT_BIN, AGENT_CONFIG_ENV, SECRETS_DIR, STATE_DIR};
 use crate::plan::{
-    ExecTarget, Plan, Remount, AGENT_CONTAINER, BIN_DIR, BIN_VOLUME, COPY_CONTAINER,
+    ExecTarget, Plan, Remount, AGENT_CONTAINER, BIN_DIR, BIN_VOLUME, COPY_CONTAINER, EXTRA_VOLUME,
     INIT_CONTAINER, SECRETS_VOLUME, STATE_VOLUME, TOKEN_DIR, TOKEN_VOLUME,
 };
 
@@ -62,6 +62,7 @@ pub enum OpValue {
     Strings(Vec<String>),
     Str(&'static str),
     Map(BTreeMap<&'static str, &'static str>),
+    Bool(bool),
 }
 
 impl Serialize for AddOp {
@@ -128,6 +129,16 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> PodPatch {
             &cfg.agent.secrets_volume_size,
         ));
         volumes.push(memory_volume(STATE_VOLUME, &cfg.agent.state_volume_size));
+        if let Some(secret) = &plan.agent_extra_secret {
+            volumes.push(Volume {
+                name: EXTRA_VOLUME.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
     }
     if uses_token(plan) && (plan.needs_agent || !plan.exec.is_empty()) {
         volumes.push(token_volume());
@@ -153,8 +164,21 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> PodPatch {
         ..Default::default()
     });
     let extra: Vec<VolumeMount> = plan.extra_volumes.iter().map(|v| v.mount.clone()).collect();
+    let secret_dirs: Vec<VolumeMount> = plan
+        .extra_secret_mounts
+        .iter()
+        .filter(|_| plan.needs_agent)
+        .map(|(path, dir)| VolumeMount {
+            name: SECRETS_VOLUME.into(),
+            mount_path: path.clone(),
+            sub_path: Some(dir.clone()),
+            read_only: Some(true),
+            ..Default::default()
+        })
+        .collect();
     for t in &plan.targets {
         let mut m: Vec<VolumeMount> = secrets_mount.iter().cloned().collect();
+        m.extend(secret_dirs.iter().cloned());
         m.extend(extra.iter().cloned());
         if plan
             .exec
@@ -213,6 +237,16 @@ pub fn build(pod: &Pod, plan: &Plan, cfg: &WebhookConfig) -> PodPatch {
                 sidecar,
             ));
         }
+    }
+
+    if let Some(share) = plan
+        .share_process_namespace
+        .filter(|s| spec.share_process_namespace != Some(*s))
+    {
+        ops.push(add(
+            PointerBuf::from_tokens(["spec", "shareProcessNamespace"]),
+            OpValue::Bool(share),
+        ));
     }
 
     // Offline (`mutate`), a pod asking only for volume profiles gets
@@ -456,12 +490,23 @@ fn agent_container(
             ..Default::default()
         });
     }
+    if plan.agent_extra_secret.is_some() {
+        volume_mounts.push(VolumeMount {
+            name: EXTRA_VOLUME.into(),
+            mount_path: crate::compat::vaultk8s::EXTRA_SECRET_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    volume_mounts.extend(plan.agent_copied_mounts.iter().cloned());
+    let mut args = vec!["agent".to_string(), "--mode".into(), mode.into()];
+    args.extend(plan.agent_args.iter().cloned());
     Container {
         name: name.into(),
         image: Some(plan.image.clone()),
         image_pull_policy: Some(cfg.agent.image_pull_policy.clone()),
         command: Some(vec![AGENT_BIN.into()]),
-        args: Some(vec!["agent".into(), "--mode".into(), mode.into()]),
+        args: Some(args),
         env: Some(vec![EnvVar {
             name: AGENT_CONFIG_ENV.into(),
             value: Some(config.into()),
@@ -519,6 +564,219 @@ mod tests {
         json_patch::patch(&mut doc, &patch.to_json_patch())
             .unwrap_or_else(|e| panic!("{e}: {patch:?}"));
         serde_json::from_value(doc).unwrap()
+    }
+
+    fn vault_k8s_pod(extra: &[(&str, &str)], spec: serde_json::Value) -> Pod {
+        let mut ann = serde_json::Map::new();
+        for (k, v) in [
+            ("agent-inject", "true"),
+            ("role", "web"),
+            ("agent-inject-secret-db", "secret/data/db"),
+            ("agent-inject-secret-env", "secret/data/env"),
+        ]
+        .iter()
+        .chain(extra)
+        {
+            ann.insert(format!("vault.hashicorp.com/{k}"), json!(v));
+        }
+        pod(json!({"metadata": {"name": "web", "annotations": ann}, "spec": spec}))
+    }
+
+    #[test]
+    fn vault_k8s_pod_settings_reach_the_pod() {
+        let cfg = WebhookConfig::default();
+        let p = vault_k8s_pod(
+            &[
+                ("secret-volume-path-env", "/etc/container_environment"),
+                ("secret-volume-path-db", "/vault/secrets"),
+                ("agent-share-process-namespace", "true"),
+                ("auth-min-backoff", "2s"),
+                ("auth-max-backoff", "1m"),
+                ("agent-extra-secret", "approle-ids"),
+                ("agent-copy-volume-mounts", "app"),
+                ("agent-run-as-same-user", "true"),
+            ],
+            json!({"containers": [{"name": "app", "image": "x",
+                "securityContext": {"runAsUser": 4242},
+                "volumeMounts": [{"name": "certs", "mountPath": "/etc/certs"}]}],
+                "volumes": [{"name": "certs", "emptyDir": {}}]}),
+        );
+        let out = injected(&p, &cfg);
+        let spec = out.spec.unwrap();
+        assert_eq!(spec.share_process_namespace, Some(true));
+        let app = &spec.containers[0];
+        let secret_mounts: Vec<(String, Option<String>)> = app
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.name == SECRETS_VOLUME)
+            .map(|m| (m.mount_path.clone(), m.sub_path.clone()))
+            .collect();
+        assert_eq!(
+            secret_mounts,
+            vec![
+                ("/vault/secrets".to_string(), None),
+                (
+                    "/etc/container_environment".to_string(),
+                    Some(".volume-path-0".to_string())
+                )
+            ]
+        );
+        let agent = &spec.init_containers.as_ref().unwrap()[0];
+        let cfg_json = &agent.env.as_ref().unwrap()[0].value;
+        let agent_cfg: crate::contract::AgentConfig =
+            serde_json::from_str(cfg_json.as_deref().unwrap()).unwrap();
+        let files: Vec<&str> = agent_cfg.secrets.iter().map(|s| s.file.as_str()).collect();
+        assert_eq!(files, ["db", ".volume-path-0/env"]);
+        assert_eq!(
+            agent.args.as_deref().unwrap(),
+            [
+                "agent",
+                "--mode",
+                "sidecar",
+                "--retry-initial",
+                "2000ms",
+                "--retry-max",
+                "60000ms"
+            ]
+        );
+        let sc = agent.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_user, Some(4242));
+        let agent_mounts: Vec<(&str, &str, Option<bool>)> = agent
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert!(
+            agent_mounts.contains(&(EXTRA_VOLUME, "/vault/custom", Some(true))),
+            "{agent_mounts:?}"
+        );
+        assert!(
+            agent_mounts.contains(&("certs", "/etc/certs", Some(true))),
+            "{agent_mounts:?}"
+        );
+        let extra = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == EXTRA_VOLUME)
+            .unwrap();
+        assert_eq!(
+            extra.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("approle-ids")
+        );
+        // The pod's own setting is not overwritten by an absent annotation.
+        let plain = vault_k8s_pod(
+            &[],
+            json!({"shareProcessNamespace": false, "containers": [{"name": "app", "image": "x"}]}),
+        );
+        assert_eq!(
+            injected(&plain, &cfg).spec.unwrap().share_process_namespace,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn a_container_added_after_injection_gets_every_secrets_mount() {
+        let cfg = WebhookConfig::default();
+        let p = vault_k8s_pod(
+            &[("secret-volume-path-env", "/etc/env")],
+            json!({"containers": [{"name": "app", "image": "x"}]}),
+        );
+        let mut out = injected(&p, &cfg);
+        out.spec
+            .as_mut()
+            .unwrap()
+            .containers
+            .push(serde_json::from_value(json!({"name": "late", "image": "y"})).unwrap());
+        let remounts = match plan(&out, &RequestContext::default(), &cfg).unwrap() {
+            Planned::Remount(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let late = remounts.iter().find(|r| r.target.name == "late").unwrap();
+        let got: Vec<(&str, Option<&str>)> = late
+            .mounts
+            .iter()
+            .map(|m| (m.mount_path.as_str(), m.sub_path.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/vault/secrets", None),
+                ("/etc/env", Some(".volume-path-0"))
+            ]
+        );
+    }
+
+    #[test]
+    fn vault_k8s_pod_level_denials() {
+        let cfg = WebhookConfig::default();
+        let deny = |extra: &[(&str, &str)], spec: serde_json::Value, ns: &str| {
+            let ctx = RequestContext {
+                namespace: ns.into(),
+            };
+            plan(&vault_k8s_pod(extra, spec), &ctx, &cfg)
+                .expect_err("must be denied")
+                .to_string()
+        };
+        let app = json!({"containers": [{"name": "app", "image": "x"}]});
+        for (extra, spec, ns, want) in [
+            (
+                vec![("agent-run-as-same-user", "true")],
+                app.clone(),
+                "shop",
+                "no securityContext.runAsUser",
+            ),
+            (
+                vec![("agent-run-as-same-user", "true")],
+                json!({"containers": [{"name": "app", "image": "x", "securityContext": {"runAsUser": 0}}]}),
+                "shop",
+                "runs as root",
+            ),
+            (
+                vec![("agent-share-process-namespace", "true")],
+                json!({"shareProcessNamespace": false, "containers": [{"name": "app", "image": "x"}]}),
+                "shop",
+                "shareProcessNamespace: false",
+            ),
+            (
+                vec![("agent-copy-volume-mounts", "ghost")],
+                app.clone(),
+                "shop",
+                "no container \"ghost\"",
+            ),
+            (vec![], app.clone(), "kube-system", "system namespaces"),
+            (
+                vec![],
+                json!({"containers": [{"name": "app", "image": "x",
+                    "volumeMounts": [{"name": "mine", "mountPath": "/vault/secrets"}]}]}),
+                "shop",
+                "container \"app\" already mounts volume \"mine\" at /vault/secrets",
+            ),
+            (
+                vec![("secret-volume-path-env", "/etc/env")],
+                json!({"containers": [{"name": "app", "image": "x",
+                    "volumeMounts": [{"name": "mine", "mountPath": "/etc/env"}]}]}),
+                "shop",
+                "container \"app\" already mounts volume \"mine\" at /etc/env",
+            ),
+        ] {
+            let e = deny(&extra, spec, ns);
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+        // A pod with its own volume at /vault/secrets can move ours.
+        let moved = vault_k8s_pod(
+            &[("secret-volume-path", "/run/vault")],
+            json!({"containers": [{"name": "app", "image": "x",
+                "volumeMounts": [{"name": "mine", "mountPath": "/vault/secrets"}]}]}),
+        );
+        let out = injected(&moved, &cfg);
+        assert!(out.spec.unwrap().containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == SECRETS_VOLUME && m.mount_path == "/run/vault"));
     }
 
     fn names(cs: &Option<Vec<Container>>) -> Vec<String> {

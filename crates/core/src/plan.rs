@@ -24,6 +24,8 @@ use crate::go::goparse;
 pub const SECRETS_VOLUME: &str = "vault-injector-secrets";
 pub const STATE_VOLUME: &str = "vault-injector-state";
 pub const TOKEN_VOLUME: &str = "vault-injector-token";
+/// vault-k8s `agent-extra-secret`, in the agent containers only.
+pub const EXTRA_VOLUME: &str = "vault-injector-extra";
 /// The native sidecar, or the classic sidecar.
 pub const AGENT_CONTAINER: &str = "vault-injector-agent";
 /// The classic (run-once) init container.
@@ -98,6 +100,21 @@ pub struct Plan {
     /// Where target containers see the secrets (vault-k8s
     /// `secret-volume-path`; `/vault/secrets` otherwise).
     pub secrets_mount_path: String,
+    /// vault-k8s `secret-volume-path-NAME`: (mount path, directory in the
+    /// secrets volume) mounted into the targets besides the main mount; the
+    /// secret's file is rendered into that directory.
+    pub extra_secret_mounts: Vec<(String, String)>,
+    /// vault-k8s `agent-share-process-namespace`: the pod's
+    /// `shareProcessNamespace` to set.
+    pub share_process_namespace: Option<bool>,
+    /// Extra arguments of the agent containers (vault-k8s auth backoff).
+    pub agent_args: Vec<String>,
+    /// vault-k8s `agent-extra-secret`: a Secret mounted read-only into the
+    /// agent containers.
+    pub agent_extra_secret: Option<String>,
+    /// vault-k8s `agent-copy-volume-mounts`: the app container's mounts the
+    /// agent containers get (read-only).
+    pub agent_copied_mounts: Vec<VolumeMount>,
     /// Agent resources; the operator's unless annotations or policy say
     /// otherwise.
     pub resources: ResourceRequirements,
@@ -117,6 +134,9 @@ pub struct Plan {
     /// The operator's default role, used when neither the pod nor the
     /// policy names one.
     pub default_role: Option<String>,
+    /// The annotation that names the role in the pod's dialect, for the
+    /// "no role" denial.
+    pub role_annotation: String,
     /// Not wrong enough to deny, but worth telling whoever applies the pod
     /// (returned as admission warnings).
     pub warnings: Vec<String>,
@@ -153,11 +173,7 @@ impl Plan {
         }
         if self.role.is_none() && self.agent.auth.method != AuthMethod::Approle {
             return Err(Problem::new(
-                if self.vault_k8s {
-                    format!("{}role", vaultk8s::PREFIX)
-                } else {
-                    format!("{PREFIX}role")
-                },
+                self.role_annotation.clone(),
                 "no Vault role: set this annotation (neither the webhook config nor the \
                  cluster policy gives a default role)",
             )
@@ -209,6 +225,36 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             )
             .into_plan())
         }
+        (None, None) if cfg.injector.bank_vaults_without_opt_in => {
+            let has_refs = pod.spec.iter().any(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .flat_map(|c| c.env.iter().flatten())
+                    .any(|e| e.value.as_deref().is_some_and(bankvaults::is_ref))
+            });
+            // Bank-Vaults forms that need no `vault:` value, which we refuse:
+            // the pod must hear why rather than start without its secrets.
+            let refused_form = annotations.keys().any(|k| {
+                bankvaults::ANNOTATION_PREFIXES.iter().any(|p| {
+                    k.strip_prefix(p)
+                        .is_some_and(|s| s == "vault-env-from-path" || s.ends_with("configmap"))
+                })
+            });
+            if !has_refs && !refused_form {
+                return Ok(Planned::Skip(format!("no {INJECT} annotation")));
+            }
+            match bankvaults::request_from_annotations(annotations)? {
+                Some((req, warnings)) => (
+                    req,
+                    Some(vaultk8s::VaultK8sExtras {
+                        warnings,
+                        ..Default::default()
+                    }),
+                ),
+                None => return Ok(Planned::Skip("Bank-Vaults mutate: skip".into())),
+            }
+        }
         (None, None) => return Ok(Planned::Skip(format!("no {INJECT} annotation"))),
         (Some(v), None) => {
             if goparse::parse_bool(v) == Ok(false) {
@@ -217,7 +263,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             (annotations::from_annotations(annotations)?, None)
         }
         (None, Some(v)) => {
-            if goparse::parse_bool(v) == Ok(false) {
+            if goparse::parse_bool_or_empty(v) == Ok(false) {
                 return Ok(Planned::Skip(format!("{} is false", vaultk8s::INJECT)));
             }
             match vaultk8s::from_annotations(annotations)? {
@@ -226,7 +272,12 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             }
         }
     };
-    let vault_k8s = extras.is_some();
+    let vault_k8s = extras.is_some() && annotations.contains_key(vaultk8s::INJECT);
+    let role_annotation = match (&extras, vault_k8s) {
+        (_, true) => format!("{}role", vaultk8s::PREFIX),
+        (Some(_), false) => format!("{}vault-role", bankvaults::ANNOTATION_PREFIXES[0]),
+        (None, _) => format!("{PREFIX}role"),
+    };
     let extras = extras.unwrap_or_default();
     let spec = pod
         .spec
@@ -268,6 +319,12 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         .into_plan());
     }
 
+    if SYSTEM_NAMESPACES.contains(&ctx.namespace.as_str()) {
+        return Err(Error::Pod(format!(
+            "cannot inject into system namespaces: {} (as vault-k8s refuses too)",
+            ctx.namespace
+        )));
+    }
     let env_refs = env_references(spec)?;
     if req.secrets.is_empty() && req.env.is_empty() && req.volumes.is_empty() && env_refs.is_empty()
     {
@@ -293,13 +350,18 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
     let target_names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let InjectionRequest {
         auth_path,
-        secrets,
+        mut secrets,
         env,
         volumes,
         agent: lifecycle,
         reload,
         ..
     } = req;
+    let secrets_mount_path = extras
+        .secret_volume_path
+        .clone()
+        .unwrap_or_else(|| SECRETS_DIR.to_string());
+    let extra_secret_mounts = secret_subdirs(&mut secrets, &extras, &secrets_mount_path);
     let mut vault: crate::contract::VaultConnection = (&cfg.vault).into();
     if let Some(ns) = &extras.vault_namespace {
         vault.namespace = Some(ns.clone());
@@ -361,7 +423,36 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
     // as a fixed non-root user, the agent runs as that user too so the default
     // mode 0400 stays readable by the app.
     let pod_sc = spec.security_context.as_ref();
-    let run_as_user = extras.run_as_user.unwrap_or_else(|| {
+    let same_user = if extras.run_as_same_user {
+        let key = format!("{}agent-run-as-same-user", vaultk8s::PREFIX);
+        let first = spec.containers.first();
+        match first
+            .and_then(|c| c.security_context.as_ref())
+            .and_then(|s| s.run_as_user)
+        {
+            None => {
+                return Err(Problem::new(
+                    key,
+                    format!(
+                        "container {:?} has no securityContext.runAsUser for the agent to take",
+                        first.map(|c| c.name.as_str()).unwrap_or_default()
+                    ),
+                )
+                .into_plan())
+            }
+            Some(0) => {
+                return Err(Problem::new(
+                    key,
+                    "the first container runs as root (0); the agent never does",
+                )
+                .into_plan())
+            }
+            Some(u) => Some(u),
+        }
+    } else {
+        None
+    };
+    let run_as_user = same_user.or(extras.run_as_user).unwrap_or_else(|| {
         pod_sc
             .and_then(|s| s.run_as_user)
             .filter(|&u| u != 0)
@@ -373,7 +464,49 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
             .filter(|&g| g != 0)
             .unwrap_or(cfg.agent.run_as_group)
     });
-    let mut warnings = Vec::new();
+    if extras.share_process_namespace == Some(true) && spec.share_process_namespace == Some(false) {
+        return Err(Problem::new(
+            format!("{}agent-share-process-namespace", vaultk8s::PREFIX),
+            "the pod sets shareProcessNamespace: false explicitly; refusing to turn it on \
+             (as vault-k8s does)",
+        )
+        .into_plan());
+    }
+    let mut agent_copied_mounts = Vec::new();
+    if let Some(name) = &extras.copy_volume_mounts {
+        let key = format!("{}agent-copy-volume-mounts", vaultk8s::PREFIX);
+        let Some(c) = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| &c.name == name)
+        else {
+            return Err(
+                Problem::new(key, format!("there is no container {name:?} in the pod")).into_plan(),
+            );
+        };
+        agent_copied_mounts = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| !is_agent_path(&m.mount_path) && !m.mount_path.contains("serviceaccount"))
+            .map(|m| VolumeMount {
+                read_only: Some(true),
+                ..m.clone()
+            })
+            .collect();
+    }
+    let mut agent_args = Vec::new();
+    for (flag, d) in [
+        ("--retry-initial", extras.min_backoff),
+        ("--retry-max", extras.max_backoff),
+    ] {
+        if let Some(d) = d {
+            agent_args.push(flag.to_string());
+            agent_args.push(format!("{}ms", d.as_millis().max(1)));
+        }
+    }
+    let mut warnings = extras.warnings.clone();
     let classic_sidecar = !cfg.agent.native_sidecar && lifecycle != Lifecycle::InitOnly;
     if let Some(policy) = spec
         .restart_policy
@@ -395,14 +528,13 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
                 .insert(k.clone(), Quantity(v.clone()));
         }
     }
-    let secrets_mount_path = extras
-        .secret_volume_path
-        .clone()
-        .unwrap_or_else(|| SECRETS_DIR.to_string());
+    let secret_paths: Vec<&str> = std::iter::once(secrets_mount_path.as_str())
+        .chain(extra_secret_mounts.iter().map(|(p, _)| p.as_str()))
+        .collect();
     check_mount_paths(
         spec,
         (!agent.secrets.is_empty()).then_some(&targets[..]),
-        &secrets_mount_path,
+        &secret_paths,
         &exec,
         method != AuthMethod::Approle,
     )?;
@@ -418,6 +550,11 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         env,
         volumes,
         secrets_mount_path,
+        extra_secret_mounts,
+        share_process_namespace: extras.share_process_namespace,
+        agent_args,
+        agent_extra_secret: extras.extra_secret.clone(),
+        agent_copied_mounts,
         resources,
         image: cfg.agent.image.clone(),
         vault_k8s,
@@ -425,12 +562,63 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
         extra_volumes: Vec::new(),
         requested_auth_path,
         default_role: cfg.auth.role.clone(),
+        role_annotation,
         warnings,
         env_refs: env_refs
             .into_iter()
             .map(|(_, _, var, r)| (var, r.path))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect(),
     })))
+}
+
+/// Namespaces whose pods are never injected (vault-k8s refuses them too):
+/// the cluster's own components must not depend on the injector.
+pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public"];
+
+/// Paths of the agent containers that a copied mount must not shadow.
+fn is_agent_path(path: &str) -> bool {
+    let p = path.trim_end_matches('/');
+    [
+        SECRETS_DIR,
+        STATE_DIR,
+        TOKEN_DIR,
+        vaultk8s::EXTRA_SECRET_DIR,
+    ]
+    .iter()
+    .any(|a| p == *a || p.starts_with(&format!("{a}/")) || a.starts_with(&format!("{p}/")))
+}
+
+/// vault-k8s `secret-volume-path-NAME`: each distinct path other than the
+/// main mount gets a directory of the secrets volume, mounted there with
+/// `subPath`; the secret's file moves into that directory. One volume keeps
+/// one agent, one size limit and one memory budget for all of them.
+fn secret_subdirs(
+    secrets: &mut [annotations::SecretRequest],
+    extras: &vaultk8s::VaultK8sExtras,
+    main: &str,
+) -> Vec<(String, String)> {
+    let mut paths: Vec<&String> = extras
+        .secret_volume_paths
+        .values()
+        .filter(|p| p.as_str() != main)
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let mounts: Vec<(String, String)> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.to_string(), format!(".volume-path-{i}")))
+        .collect();
+    for s in secrets.iter_mut() {
+        if let Some(p) = extras.secret_volume_paths.get(&s.name) {
+            if let Some((_, dir)) = mounts.iter().find(|(m, _)| m == p) {
+                s.file = format!("{dir}/{}", s.file);
+            }
+        }
+    }
+    mounts
 }
 
 /// Every `vault:PATH#KEY[#VERSION]` env value in the pod, validated:
@@ -456,8 +644,33 @@ fn env_references(
                     bankvaults::MAX_REFS_PER_POD
                 )));
             }
-            match bankvaults::parse(v) {
-                Ok(r) => out.push((c.name.clone(), init, e.name.clone(), r)),
+            match bankvaults::parse_value(v) {
+                Ok(pieces) => {
+                    for p in pieces.into_iter().flatten() {
+                        let bankvaults::Piece::Ref(r) = p else {
+                            continue;
+                        };
+                        // The agent compiles the translation when it renders:
+                        // it must be within minijinja's limits now.
+                        if r.template {
+                            let checked = crate::go::gotmpl::translate_bankvaults(&r.key)
+                                .map_err(|e| e.to_string())
+                                .and_then(|t| {
+                                    annotations::check_template_within(
+                                        &t.source,
+                                        crate::go::gotmpl::MAX_OUTPUT_BYTES,
+                                        "translated template",
+                                    )
+                                });
+                            if let Err(m) = checked {
+                                problems
+                                    .push(format!("container {:?} env {}: {m}", c.name, e.name));
+                                continue;
+                            }
+                        }
+                        out.push((c.name.clone(), init, e.name.clone(), r));
+                    }
+                }
                 Err(m) => problems.push(format!("container {:?} env {}: {m}", c.name, e.name)),
             }
         }
@@ -589,7 +802,14 @@ fn carries_injection(spec: &PodSpec) -> bool {
 }
 
 fn is_our_volume(name: &str) -> bool {
-    [SECRETS_VOLUME, STATE_VOLUME, TOKEN_VOLUME, BIN_VOLUME].contains(&name)
+    [
+        SECRETS_VOLUME,
+        STATE_VOLUME,
+        TOKEN_VOLUME,
+        BIN_VOLUME,
+        EXTRA_VOLUME,
+    ]
+    .contains(&name)
         || name.starts_with(crate::profile::VOLUME_NAME_PREFIX)
 }
 
@@ -622,17 +842,27 @@ fn remount(
     };
     let mut wanted: Vec<VolumeMount> = Vec::new();
     if volumes.contains(&SECRETS_VOLUME) {
-        let path = theirs()
-            .find(|m| m.name == SECRETS_VOLUME)
-            .map(|m| m.mount_path.clone())
-            .or_else(|| extras.secret_volume_path.clone())
-            .unwrap_or_else(|| SECRETS_DIR.into());
-        wanted.push(VolumeMount {
-            name: SECRETS_VOLUME.into(),
-            mount_path: path,
-            read_only: Some(true),
-            ..Default::default()
-        });
+        // Every mount of the secrets volume a target got (the main one and
+        // those of vault-k8s `secret-volume-path-NAME`, with their subPath).
+        for m in theirs().filter(|m| m.name == SECRETS_VOLUME) {
+            if !wanted.iter().any(|w| w.mount_path == m.mount_path) {
+                wanted.push(VolumeMount {
+                    read_only: Some(true),
+                    ..m.clone()
+                });
+            }
+        }
+        if wanted.is_empty() {
+            wanted.push(VolumeMount {
+                name: SECRETS_VOLUME.into(),
+                mount_path: extras
+                    .secret_volume_path
+                    .clone()
+                    .unwrap_or_else(|| SECRETS_DIR.into()),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
     }
     for v in volumes
         .iter()
@@ -744,7 +974,7 @@ fn targets(
 fn check_mount_paths(
     spec: &PodSpec,
     secret_targets: Option<&[Target]>,
-    secrets_path: &str,
+    secrets_paths: &[&str],
     exec: &[ExecTarget],
     exec_token: bool,
 ) -> Result<()> {
@@ -764,13 +994,22 @@ fn check_mount_paths(
         {
             problems.push(format!(
                 "container {:?} already mounts volume {:?} at {path}, where vault-injector \
-                 mounts {what}",
-                c.name, m.name
+                 mounts {what}{}",
+                c.name,
+                m.name,
+                if what == "the secrets" {
+                    " (remove that mount, or choose another path for the secrets: \
+                     vault.hashicorp.com/secret-volume-path)"
+                } else {
+                    ""
+                }
             ));
         }
     };
     for t in secret_targets.into_iter().flatten() {
-        check(t.init, t.index, secrets_path, "the secrets");
+        for path in secrets_paths {
+            check(t.init, t.index, path, "the secrets");
+        }
     }
     for e in exec {
         check(e.init, e.index, BIN_DIR, "its binary for `exec`");
@@ -792,7 +1031,7 @@ fn check_reserved_names(spec: &k8s_openapi::api::core::v1::PodSpec) -> Result<()
         ))
     };
     for v in spec.volumes.iter().flatten() {
-        if [SECRETS_VOLUME, STATE_VOLUME, TOKEN_VOLUME, BIN_VOLUME].contains(&v.name.as_str()) {
+        if is_our_volume(&v.name) && !v.name.starts_with(crate::profile::VOLUME_NAME_PREFIX) {
             return Err(clash(&v.name));
         }
     }

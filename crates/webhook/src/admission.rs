@@ -370,6 +370,7 @@ pub async fn mutate_pod(
                     .map_err(GateDenial::from)?;
             }
             connection.apply(&mut p.agent.vault);
+            p.warnings.extend(connection.warnings.iter().cloned());
             p.finish(&defaults)?;
             p.extra_volumes = resolved;
             audit.role = p.role.clone();

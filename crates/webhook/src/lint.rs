@@ -103,9 +103,15 @@ pub fn lint_paths(
             }
         };
         for (i, doc) in docs.iter().enumerate() {
-            for line in lint_document(doc, i + 1, cfg, &gate) {
+            let (problems, warnings) = lint_document_with_warnings(doc, i + 1, cfg, &gate);
+            for line in problems {
                 writeln!(out, "{origin}:{line}")?;
                 count += 1;
+            }
+            // Warnings are what the webhook returns as admission warnings:
+            // printed, never counted (the pod would be admitted).
+            for line in warnings {
+                writeln!(out, "{origin}:{line}")?;
             }
         }
     }
@@ -150,15 +156,52 @@ fn collect(path: &Path, explicit: bool, out: &mut Vec<Result<PathBuf, String>>) 
 
 /// Problems of one document, as `object:annotation: message` (or
 /// `object: message`).
+#[cfg(test)]
 pub fn lint_document(doc: &Value, index: usize, cfg: &WebhookConfig, gate: &Gate) -> Vec<String> {
+    lint_document_with_warnings(doc, index, cfg, gate).0
+}
+
+/// Problems and warnings of one document; a warning line is
+/// `object: warning: message`, the message the webhook's admission
+/// warning carries.
+pub fn lint_document_with_warnings(
+    doc: &Value,
+    index: usize,
+    cfg: &WebhookConfig,
+    gate: &Gate,
+) -> (Vec<String>, Vec<String>) {
     let Some(path) = manifests::template_path(doc) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
+    let object = object_name(doc, index);
+    let mut warnings = Vec::new();
+    let problems = lint_object(doc, path, &object, cfg, gate, &mut warnings);
+    let mut seen = std::collections::BTreeSet::new();
+    let warnings = warnings
+        .into_iter()
+        .filter(|w| seen.insert(w.clone()))
+        .map(|w| format!("{object}: warning: {w}"))
+        .collect();
+    (problems, warnings)
+}
+
+fn object_name(doc: &Value, index: usize) -> String {
     let kind = doc["kind"].as_str().unwrap_or_default();
-    let object = match doc.pointer("/metadata/name").and_then(Value::as_str) {
+    match doc.pointer("/metadata/name").and_then(Value::as_str) {
         Some(name) => format!("{kind}/{name}"),
         None => format!("{kind}#{index}"),
-    };
+    }
+}
+
+fn lint_object(
+    doc: &Value,
+    path: &[&str],
+    object: &str,
+    cfg: &WebhookConfig,
+    gate: &Gate,
+    warnings: &mut Vec<String>,
+) -> Vec<String> {
+    let object = object.to_string();
     let mut template = doc;
     for token in path {
         match template.get(*token) {
@@ -207,12 +250,14 @@ pub fn lint_document(doc: &Value, index: usize, cfg: &WebhookConfig, gate: &Gate
         }
     }
     if theirs {
-        if let Err(e) = vaultk8s::from_annotations(annotations) {
-            lines.extend(problem_lines(&object, e));
+        match vaultk8s::from_annotations(annotations) {
+            Err(e) => lines.extend(problem_lines(&object, e)),
+            Ok(Some((_, extras))) => warnings.extend(extras.warnings),
+            Ok(None) => {}
         }
     }
     for (container, var, value) in &env_refs {
-        if let Err(m) = bankvaults::parse(value) {
+        if let Err(m) = bankvaults::parse_value(value) {
             lines.push(format!(
                 "{object}:spec.containers[{container}].env[{var}]: {m}"
             ));
@@ -244,7 +289,10 @@ pub fn lint_document(doc: &Value, index: usize, cfg: &WebhookConfig, gate: &Gate
         &mut audit,
     ));
     match result {
-        Ok(_) => Vec::new(),
+        Ok(m) => {
+            warnings.extend(m.warnings);
+            Vec::new()
+        }
         Err(admission::Error::Plan(plan::Error::Annotations(e))) => problem_lines(&object, e),
         Err(admission::Error::Gate(crate::gate::GateDenial::Override(d))) => {
             vec![format!("{object}:{}: {}", d.annotation, d.message)]
@@ -301,6 +349,46 @@ mod tests {
         assert!(
             lines[0].starts_with("Deployment/web:vault-injector.io/vault-address: "),
             "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn ignored_vault_k8s_keys_are_warnings_not_problems() {
+        let cfg = WebhookConfig::default();
+        let gate = Gate::from_config(&cfg).unwrap();
+        let doc = deploy(json!({"vault.hashicorp.com/agent-inject": "true",
+            "vault.hashicorp.com/role": "r",
+            "vault.hashicorp.com/agent-inject-secret-db": "kv/db",
+            "vault.hashicorp.com/agent-inject-templat-db": "typo"}));
+        let (problems, warnings) = lint_document_with_warnings(&doc, 1, &cfg, &gate);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "Deployment/web: warning: vault.hashicorp.com/agent-inject-templat-db: not a vault-k8s annotation"
+            ),
+            "{warnings:?}"
+        );
+        // The same text the webhook returns as an admission warning.
+        let pod = Pod {
+            metadata: serde_json::from_value(doc["spec"]["template"]["metadata"].clone()).unwrap(),
+            spec: serde_json::from_value(doc["spec"]["template"]["spec"].clone()).unwrap(),
+            status: None,
+        };
+        let m = futures::executor::block_on(admission::mutate_pod(
+            &pod,
+            &cfg,
+            &gate,
+            Volumes::Offline,
+            &mut AdmissionAudit::default(),
+        ))
+        .unwrap();
+        assert_eq!(
+            m.warnings
+                .iter()
+                .map(|w| format!("Deployment/web: warning: {w}"))
+                .collect::<Vec<_>>(),
+            warnings
         );
     }
 

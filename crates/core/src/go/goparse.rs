@@ -16,6 +16,37 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// `parseutil.ParseBool` (go-secure-stdlib), which vault-k8s uses for its
+/// boolean annotations: [`parse_bool`] plus the empty string, which is false.
+pub fn parse_bool_or_empty(s: &str) -> Result<bool, String> {
+    if s.is_empty() {
+        Ok(false)
+    } else {
+        parse_bool(s)
+    }
+}
+
+/// `strconv.ParseUint(s, 10, 64)`: decimal digits only (no sign, no spaces).
+pub fn parse_uint(s: &str) -> Result<u64, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{s:?} is not a non-negative decimal integer"));
+    }
+    s.parse::<u64>()
+        .map_err(|_| format!("{s:?} is out of range for a 64-bit integer"))
+}
+
+/// `strconv.ParseFloat(s, 64)` for plain decimal notation (`0.75`, `1`,
+/// `1e-1`); no hex floats, no `Inf`/`NaN`.
+pub fn parse_float(s: &str) -> Result<f64, String> {
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+    match s.parse::<f64>() {
+        Ok(f) if ok && f.is_finite() => Ok(f),
+        _ => Err(format!("{s:?} is not a number")),
+    }
+}
+
 /// `strconv.ParseInt(s, 10, 64)`: optional sign, decimal digits, no spaces.
 pub fn parse_int(s: &str) -> Result<i64, String> {
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
@@ -148,6 +179,29 @@ mod tests {
         }
         for bad in ["", "5", "1d", "-1s", "s", "1.2.3s", "1 s", "abc"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn parseutil_bools_take_the_empty_string_as_false() {
+        assert_eq!(parse_bool_or_empty(""), Ok(false));
+        assert_eq!(parse_bool_or_empty("True"), Ok(true));
+        for bad in ["tRuE", "fAlSe", "secure", " ", "yes"] {
+            assert!(parse_bool_or_empty(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn uints_and_floats_follow_go() {
+        assert_eq!(parse_uint("5"), Ok(5));
+        assert_eq!(parse_uint("01"), Ok(1));
+        for bad in ["", "-1", "+1", "foobar", "5s", " 5"] {
+            assert!(parse_uint(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_float("0.75"), Ok(0.75));
+        assert_eq!(parse_float("1e-1"), Ok(0.1));
+        for bad in ["", "one-third", "NaN", "inf", "0x1p-2", " 1"] {
+            assert!(parse_float(bad).is_err(), "{bad:?}");
         }
     }
 

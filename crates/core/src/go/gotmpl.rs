@@ -57,15 +57,66 @@ pub struct Translated {
     pub secret_path: Option<String>,
 }
 
+/// A Go template's action delimiters: `{{`/`}}` unless a pod sets others
+/// (vault-k8s `agent-template-left-delim-NAME`/`-right-delim-NAME`;
+/// Bank-Vaults templates use `${`/`}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delims<'a> {
+    pub left: &'a str,
+    pub right: &'a str,
+}
+
+/// Go's own delimiters.
+pub const GO_DELIMS: Delims<'static> = Delims {
+    left: "{{",
+    right: "}}",
+};
+
 /// Translates a consul-template template.
 pub fn translate(src: &str) -> Result<Translated> {
+    translate_with(src, GO_DELIMS)
+}
+
+/// [`translate`] with other action delimiters.
+pub fn translate_with(src: &str, delims: Delims<'_>) -> Result<Translated> {
+    translate_inner(src, delims, None)
+}
+
+/// Translates the template of a Bank-Vaults reference
+/// (`vault:PATH#prefix ${ .KEY | b64enc } suffix`): a Go template with
+/// `${`/`}` delimiters whose dot is the secret's data, which the render
+/// context must name `data`. Sprig's text functions that read nothing
+/// but their arguments are available ([`sprig_call`]).
+pub fn translate_bankvaults(src: &str) -> Result<Translated> {
+    translate_inner(
+        src,
+        Delims {
+            left: "${",
+            right: "}",
+        },
+        Some("data"),
+    )
+}
+
+fn translate_inner(src: &str, delims: Delims<'_>, root: Option<&str>) -> Result<Translated> {
+    if delims.left.is_empty() || delims.right.is_empty() {
+        return Err(Error::Syntax("empty template delimiter".into()));
+    }
     if src.len() > MAX_TEMPLATE_BYTES {
         return Err(Error::Limit(format!(
             "template is {} bytes, above the limit of {MAX_TEMPLATE_BYTES} bytes",
             src.len()
         )));
     }
-    let mut t = Translator::default();
+    let mut t = Translator {
+        left: delims.left.to_string(),
+        right: delims.right.to_string(),
+        sprig: root.is_some(),
+        ..Default::default()
+    };
+    if let Some(r) = root {
+        t.dots.push(Dot::Expr(r.to_string()));
+    }
     t.run(src)?;
     if let Some(open) = t.blocks.last() {
         return Err(Error::Syntax(format!(
@@ -117,6 +168,10 @@ struct Translator {
     secret_path: Option<String>,
     counter: usize,
     actions: usize,
+    left: String,
+    right: String,
+    /// Bank-Vaults: Sprig names before consul-template's.
+    sprig: bool,
 }
 
 impl Translator {
@@ -132,7 +187,8 @@ impl Translator {
     fn run(&mut self, src: &str) -> Result<()> {
         let mut rest = src;
         let mut trim_next = false;
-        while let Some(start) = rest.find("{{") {
+        let (left, right) = (self.left.clone(), self.right.clone());
+        while let Some(start) = rest.find(left.as_str()) {
             self.actions += 1;
             if self.actions > MAX_ACTIONS {
                 return Err(Error::Limit(format!(
@@ -140,9 +196,10 @@ impl Translator {
                 )));
             }
             let text = &rest[..start];
-            let after = &rest[start + 2..];
-            let end = find_action_end(after)
-                .ok_or_else(|| Error::Syntax("unclosed action: `{{` without `}}`".into()))?;
+            let after = &rest[start + left.len()..];
+            let end = find_action_end(after, &right).ok_or_else(|| {
+                Error::Syntax(format!("unclosed action: `{left}` without `{right}`"))
+            })?;
             let mut inner = &after[..end];
             let mut trim_left = false;
             let mut trim_right = false;
@@ -162,7 +219,7 @@ impl Translator {
             self.action(inner.trim(), trim_left, trim_right)?;
             trim_next = trim_right;
             self.check_output()?;
-            rest = &after[end + 2..];
+            rest = &after[end + right.len()..];
         }
         self.text(rest, trim_next, false);
         self.check_output()
@@ -429,6 +486,11 @@ impl Translator {
                     .map(|o| self.operand(o))
                     .collect::<Result<Vec<_>>>()?;
                 a.extend(piped);
+                if self.sprig {
+                    if let Some(call) = sprig_call(name, &a) {
+                        return call;
+                    }
+                }
                 return translate_call(name, &a);
             }
         }
@@ -613,11 +675,47 @@ enum Tok {
     Assign,
 }
 
-/// Finds the `}}` closing an action, skipping quoted strings.
-fn find_action_end(s: &str) -> Option<usize> {
+/// Sprig functions of Bank-Vaults templates that only transform their
+/// arguments (no file, blob, KMS or environment access); `None` for any
+/// other name, which then goes to [`translate_call`].
+fn sprig_call(name: &str, args: &[String]) -> Option<Result<String>> {
+    let arity = |n: usize| -> Result<()> {
+        if args.len() == n {
+            Ok(())
+        } else {
+            Err(Error::Syntax(format!(
+                "`{name}` takes {n} argument(s), got {}",
+                args.len()
+            )))
+        }
+    };
+    let filter = |f: &str| arity(1).map(|()| format!("({})|{f}", args[0]));
+    Some(match name {
+        "b64enc" => filter("base64encode"),
+        "b64dec" => filter("base64decode"),
+        "title" => filter("go_title"),
+        "upper" => filter("upper"),
+        "lower" => filter("lower"),
+        "trim" => filter("trim"),
+        "urlquery" => filter("go_urlquery"),
+        "quote" => filter("tojson"),
+        "replace" => arity(3).map(|()| format!("({})|replace({}, {})", args[2], args[0], args[1])),
+        "default" => arity(2).map(|()| format!("(({1}) if ({1}) else ({0}))", args[0], args[1])),
+        "file" | "blob" | "awskms" | "gcpkms" | "env" | "expandenv" | "accessor" => {
+            Err(Error::Unsupported(format!(
+                "the function `{name}` (it reads files, cloud services or the environment)"
+            )))
+        }
+        _ => return None,
+    })
+}
+
+/// Finds the delimiter closing an action, skipping quoted strings.
+fn find_action_end(s: &str, right: &str) -> Option<usize> {
+    let r = right.as_bytes();
     let b = s.as_bytes();
     let mut i = 0;
-    while i + 1 < b.len() {
+    while i < b.len() {
         match b[i] {
             b'"' => {
                 i += 1;
@@ -634,7 +732,7 @@ fn find_action_end(s: &str) -> Option<usize> {
                     i += 1;
                 }
             }
-            b'}' if b[i + 1] == b'}' => return Some(i),
+            _ if b[i..].starts_with(r) => return Some(i),
             _ => {}
         }
         i += 1;
@@ -901,6 +999,8 @@ pub fn register_filters(env: &mut Environment<'_>) {
     env.add_filter("base64urlencode", |s: String| {
         base64::engine::general_purpose::URL_SAFE.encode(s)
     });
+    env.add_filter("go_title", go_title);
+    env.add_filter("go_urlquery", go_urlquery);
     env.add_filter("go_items", go_items);
     env.add_filter("go_values", go_values);
 }
@@ -921,6 +1021,42 @@ fn decode_utf8(
             "base64Decode: decoded value is not UTF-8 text",
         )
     })
+}
+
+/// Sprig's `title` (Go's `strings.Title`): the first letter of every word
+/// upper-cased, the rest left as it is.
+fn go_title(s: String) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut start = true;
+    for c in s.chars() {
+        if start && c.is_alphanumeric() {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        start = if c.is_ascii() {
+            !(c.is_ascii_alphanumeric() || c == '_')
+        } else {
+            !c.is_alphanumeric() && c.is_whitespace()
+        };
+    }
+    out
+}
+
+/// Go's `urlquery` (`url.QueryEscape`): space is `+`, every byte other than
+/// letters, digits and `-_.~` is `%XX`.
+fn go_urlquery(s: String) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// `range $k, $v := X`: maps in key order, sequences with their index.
@@ -1032,6 +1168,78 @@ mod tests {
         let tpl = "{{ with secret \"kv/web\" }}{{ .Data | toJSON }}\n{{ end }}";
         let out = render(tpl, json!({"a": "1"}));
         assert_eq!(out, "{\"a\":\"1\"}\n");
+    }
+
+    #[test]
+    fn other_delimiters() {
+        let d = Delims {
+            left: "[[",
+            right: "]]",
+        };
+        let tpl =
+            r#"{{ literal }} [[ with secret "db/creds/app" ]]u=[[ .Data.username ]][[ end ]]"#;
+        let t = translate_with(tpl, d).unwrap();
+        assert_eq!(t.secret_path.as_deref(), Some("db/creds/app"));
+        let mut env = Environment::new();
+        register(&mut env);
+        let out = env
+            .render_str(&t.source, json!({"secret": {"username": "v-1"}}))
+            .unwrap();
+        assert_eq!(out, "{{ literal }} u=v-1");
+        // Go's delimiters are plain text then.
+        assert!(translate_with("[[ .Data.x ", d)
+            .unwrap_err()
+            .to_string()
+            .contains("`[[` without `]]`"));
+    }
+
+    fn render_bv(tpl: &str, data: serde_json::Value) -> String {
+        let t = translate_bankvaults(tpl).unwrap_or_else(|e| panic!("{tpl}: {e}"));
+        let mut env = Environment::new();
+        register(&mut env);
+        env.render_str(&t.source, json!({ "data": data }))
+            .unwrap_or_else(|e| panic!("{}: {e}", t.source))
+    }
+
+    #[test]
+    fn bank_vaults_templates() {
+        let data = json!({"DOCKER_USERNAME": "banzaicloud", "AWS_ACCESS_KEY_ID": "secretId",
+            "password": "p@ss word", "value": {"nested": {"key": "deep"}}});
+        for (tpl, want) in [
+            ("${.password}", "p@ss word"),
+            (
+                "My username on DockerHub is: ${title .DOCKER_USERNAME}",
+                "My username on DockerHub is: Banzaicloud",
+            ),
+            (
+                "AWS key in base64: ${.AWS_ACCESS_KEY_ID | b64enc}",
+                "AWS key in base64: c2VjcmV0SWQ=",
+            ),
+            ("prefix ${.value.nested.key} suffix", "prefix deep suffix"),
+            ("${.password | urlquery}", "p%40ss+word"),
+            ("${ .missing }", "<no value>"),
+            ("${ default \"x\" .missing }", "x"),
+            (
+                "${ .DOCKER_USERNAME | upper | replace \"BANZAI\" \"b\" }",
+                "bCLOUD",
+            ),
+            ("{{ not a tag }} ${.password}", "{{ not a tag }} p@ss word"),
+        ] {
+            assert_eq!(render_bv(tpl, data.clone()), want, "{tpl}");
+        }
+        for (tpl, want) in [
+            ("${ file \"/etc/passwd\" }", "reads files"),
+            ("${ env \"HOME\" }", "reads files"),
+            ("${ awskms .x }", "reads files"),
+            ("${ .x", "without `}`"),
+        ] {
+            let e = translate_bankvaults(tpl).unwrap_err().to_string();
+            assert!(e.contains(want), "{tpl}: {e}");
+        }
+        assert_eq!(
+            go_title("hello wORLD o'neil x_y".into()),
+            "Hello WORLD O'Neil X_y"
+        );
     }
 
     #[test]

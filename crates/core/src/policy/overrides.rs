@@ -21,12 +21,16 @@ pub const ADDRESS_ANNOTATIONS: &[&str] = &[
     "vault-injector.io/vault-address",
     "vault.hashicorp.com/service",
     "vault.security.banzaicloud.io/vault-addr",
+    "vault.banzaicloud.io/vault-addr",
+    "secrets-webhook.security.bank-vaults.io/vault-addr",
 ];
 /// Annotations that turn TLS verification off.
 pub const TLS_SKIP_ANNOTATIONS: &[&str] = &[
     "vault-injector.io/tls-skip-verify",
     "vault.hashicorp.com/tls-skip-verify",
     "vault.security.banzaicloud.io/vault-skip-verify",
+    "vault.banzaicloud.io/vault-skip-verify",
+    "secrets-webhook.security.bank-vaults.io/vault-skip-verify",
 ];
 /// Annotation carrying a CA bundle (PEM) for the agent.
 pub const CA_ANNOTATION: &str = "vault-injector.io/ca-cert";
@@ -37,7 +41,6 @@ pub const REFUSED_ANNOTATIONS: &[&str] = &[
     "vault.hashicorp.com/ca-key",
     "vault.hashicorp.com/client-cert",
     "vault.hashicorp.com/client-key",
-    "vault.hashicorp.com/tls-secret",
     "vault.hashicorp.com/tls-server-name",
     "vault.hashicorp.com/proxy-address",
 ];
@@ -51,6 +54,9 @@ pub struct ConnectionOverride {
     pub ca_pem: Option<String>,
     /// Annotation keys that changed something, for the audit line.
     pub honoured: Vec<String>,
+    /// Requests not honoured that need not deny the pod (asking to skip TLS
+    /// verification: the agent keeps verifying), as admission warnings.
+    pub warnings: Vec<String>,
 }
 
 impl ConnectionOverride {
@@ -123,8 +129,9 @@ pub fn connection_overrides(
 ) -> Result<ConnectionOverride, OverrideDenial> {
     let mut out = ConnectionOverride::default();
 
+    // vault-k8s reads an empty value as unset.
     for key in REFUSED_ANNOTATIONS {
-        if annotations.contains_key(*key) {
+        if annotations.get(*key).is_some_and(|v| !v.is_empty()) {
             return Err(denial(
                 key,
                 "pods may not supply TLS material, a TLS server name or a proxy for the Vault connection; the operator sets them (vault.caPem in the webhook config)".into(),
@@ -177,7 +184,13 @@ pub fn connection_overrides(
         let Some(value) = annotations.get(*key) else {
             continue;
         };
-        let Ok(skip) = crate::go::goparse::parse_bool(value) else {
+        // The other dialects' booleans are parseutil's: "" is false.
+        let parsed = if key.starts_with(crate::annotations::PREFIX) {
+            crate::go::goparse::parse_bool(value)
+        } else {
+            crate::go::goparse::parse_bool_or_empty(value)
+        };
+        let Ok(skip) = parsed else {
             return Err(denial(
                 key,
                 format!("{} is not a boolean (true/false, 1/0, t/f)", shown(value)),
@@ -186,11 +199,21 @@ pub fn connection_overrides(
         if skip == vault.tls_skip_verify {
             continue;
         }
-        if skip && !allow.allow_tls_skip_verify {
+        if skip && !allow.allow_tls_skip_verify && key.starts_with(crate::annotations::PREFIX) {
             return Err(denial(
                 key,
                 "pods may not turn off TLS verification of Vault: the operator's agentOverrides.allowTlsSkipVerify is false".into(),
             ));
+        }
+        // The compatibility dialects' manifests often carry this from a lab:
+        // not honouring it keeps the connection as safe as the operator made
+        // it, so the pod is admitted, with a warning.
+        if skip && !allow.allow_tls_skip_verify {
+            out.warnings.push(format!(
+                "{key}: ignored: the agent keeps verifying Vault's TLS certificate \
+                 (the operator's agentOverrides.allowTlsSkipVerify is false)"
+            ));
+            continue;
         }
         out.tls_skip_verify = Some(skip);
         out.honoured.push(key.to_string());
@@ -305,11 +328,24 @@ mod tests {
 
     #[test]
     fn tls_skip_needs_the_allowlist_and_a_boolean() {
-        for key in TLS_SKIP_ANNOTATIONS {
-            let err = connection_overrides(&ann(&[(key, "true")]), &vault(), &Default::default())
-                .unwrap_err();
-            assert_eq!(err.annotation, *key);
-            assert!(err.to_string().contains("allowTlsSkipVerify"), "{err}");
+        let err = connection_overrides(
+            &ann(&[(TLS_SKIP_ANNOTATIONS[0], "true")]),
+            &vault(),
+            &Default::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.annotation, TLS_SKIP_ANNOTATIONS[0]);
+        assert!(err.to_string().contains("allowTlsSkipVerify"), "{err}");
+        for key in &TLS_SKIP_ANNOTATIONS[1..] {
+            let o = connection_overrides(&ann(&[(key, "true")]), &vault(), &Default::default())
+                .unwrap();
+            assert_eq!(o.tls_skip_verify, None, "{key} must not be honoured");
+            assert!(o.honoured.is_empty());
+            assert!(
+                o.warnings[0].starts_with(key) && o.warnings[0].contains("allowTlsSkipVerify"),
+                "{:?}",
+                o.warnings
+            );
         }
         // Asking for verification is never a widening.
         let o = connection_overrides(

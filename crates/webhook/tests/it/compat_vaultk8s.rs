@@ -24,7 +24,9 @@ fn pod(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     m
 }
 
-/// (annotation suffix, value, None = accepted, Some(substring of the error))
+/// (annotation suffix, value, None = accepted, Some(substring of the error),
+/// Some("warn:" + substring of an admission warning) = accepted with that
+/// warning, which names the annotation)
 type Case = (&'static str, &'static str, Option<&'static str>);
 
 const CASES: &[Case] = &[
@@ -39,7 +41,8 @@ const CASES: &[Case] = &[
     ("agent-inject", "on", Some("not a boolean")),
     ("agent-inject", "tRuE", Some("not a boolean")),
     ("agent-inject", " true", Some("not a boolean")),
-    ("agent-inject", "", Some("not a boolean")),
+    // parseutil.ParseBool: "" is false (not injected), as in vault-k8s.
+    ("agent-inject", "", None),
     ("agent-pre-populate", "false", None),
     ("agent-pre-populate", "F", None),
     ("agent-pre-populate", "0", None),
@@ -52,7 +55,7 @@ const CASES: &[Case] = &[
     ("agent-init-first", "y", Some("not a boolean")),
     ("preserve-secret-case", "true", None),
     ("preserve-secret-case", "f", None),
-    ("preserve-secret-case", "nope", Some("not a boolean")),
+    ("preserve-secret-case", "nope", Some("warn:not a boolean")),
     ("tls-skip-verify", "false", None),
     ("tls-skip-verify", "true", None),
     ("tls-skip-verify", "maybe", Some("not a boolean")),
@@ -61,13 +64,13 @@ const CASES: &[Case] = &[
     ("error-on-missing-key-db", "true", None),
     ("error-on-missing-key-db", "0", None),
     ("error-on-missing-key-db", "sure", Some("not a boolean")),
-    ("error-on-missing-key-other", "true", Some("no vault.hashicorp.com/agent-inject-secret-other")),
+    ("error-on-missing-key-other", "true", Some("warn:there is no vault.hashicorp.com/agent-inject-secret-other")),
     ("preserve-secret-case-db", "true", None),
-    ("preserve-secret-case-db", "x", Some("not a boolean")),
+    ("preserve-secret-case-db", "x", Some("warn:not a boolean")),
     // Integers (run-as ids).
     ("agent-run-as-user", "1000", None),
     ("agent-run-as-user", "+1000", None),
-    ("agent-run-as-user", "0", Some("never runs as root")),
+    ("agent-run-as-user", "0", Some("warn:never runs as root")),
     ("agent-run-as-user", "-1", Some("not a valid id")),
     ("agent-run-as-user", "1000.0", Some("not a decimal integer")),
     ("agent-run-as-user", "abc", Some("not a decimal integer")),
@@ -75,7 +78,7 @@ const CASES: &[Case] = &[
     ("agent-run-as-user", "99999999999999999999", Some("out of range")),
     ("agent-run-as-group", "3000", None),
     ("agent-run-as-group", "0x10", Some("not a decimal integer")),
-    ("agent-run-as-group", "0", Some("never runs as root")),
+    ("agent-run-as-group", "0", None),
     // Quantities.
     ("agent-limits-cpu", "500m", None),
     ("agent-limits-cpu", "1", None),
@@ -88,9 +91,9 @@ const CASES: &[Case] = &[
     ("agent-limits-mem", "128MB", Some("not a Kubernetes quantity")),
     ("agent-limits-mem", "128 Mi", Some("not a Kubernetes quantity")),
     ("agent-limits-ephemeral", "1Gi", None),
-    ("agent-limits-gpu", "1", Some("unknown resource")),
+    ("agent-limits-gpu", "1", Some("warn:unknown resource")),
     ("agent-requests-cpu", "250m", None),
-    ("agent-requests-cpu", "", Some("not a Kubernetes quantity")),
+    ("agent-requests-cpu", "", Some("warn:operator's default")),
     ("agent-requests-mem", "64Mi", None),
     ("agent-requests-mem", "64mi", Some("not a Kubernetes quantity")),
     ("agent-requests-ephemeral", "100Mi", None),
@@ -117,9 +120,10 @@ const CASES: &[Case] = &[
     ("agent-inject-file-db", "/db.env", None),
     ("agent-inject-file-db", "../escape", Some("'..'")),
     ("agent-inject-file-db", "a/../../b", Some("'..'")),
-    ("agent-inject-file-db", "", Some("must not be empty")),
+    // Empty: the file is the secret's name, as in vault-k8s.
+    ("agent-inject-file-db", "", None),
     ("agent-inject-file-db", "dir/", Some("directory")),
-    ("agent-inject-file-other", "x", Some("no vault.hashicorp.com/agent-inject-secret-other")),
+    ("agent-inject-file-other", "x", Some("warn:there is no vault.hashicorp.com/agent-inject-secret-other")),
     ("agent-inject-perms-db", "0440", None),
     ("agent-inject-perms-db", "0644", None),
     ("agent-inject-perms-db", "400", None),
@@ -127,7 +131,7 @@ const CASES: &[Case] = &[
     ("agent-inject-perms-db", "rw-r--r--", Some("not an octal file mode")),
     ("agent-inject-perms-db", "04755", Some("above 0777")),
     ("agent-inject-command-db", "kill -HUP 1", None),
-    ("agent-inject-command-zz", "true", Some("no vault.hashicorp.com/agent-inject-secret-zz")),
+    ("agent-inject-command-zz", "true", Some("warn:there is no vault.hashicorp.com/agent-inject-secret-zz")),
     // Templates.
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}{{ .Data.data.password }}{{ end }}", None),
     ("agent-inject-template-db", "{{- with secret \"secret/data/db\" -}}{{ range $k, $v := .Data.data }}{{ $k }}={{ $v }}\n{{ end }}{{- end }}", None),
@@ -139,10 +143,19 @@ const CASES: &[Case] = &[
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}{{ .Data.x | sha256Hex }}{{ end }}", Some("`sha256Hex`")),
     ("agent-inject-template-db", "{{ with secret \"pki/issue/web\" \"common_name=x\" }}{{ end }}", Some("parameters")),
     ("agent-inject-template-db", "{{ template \"x\" }}", Some("`template`")),
-    ("agent-inject-template-nope", "x", Some("no vault.hashicorp.com/agent-inject-secret-nope")),
+    // A template-only secret.
+    ("agent-inject-template-nope", "x", None),
+    ("agent-inject-template-nope", "{{ with secret \"kv/other\" }}{{ .Data.x }}{{ end }}", None),
+    ("agent-inject-template-nope", "", Some("warn:there is no vault.hashicorp.com/agent-inject-secret-nope")),
+    ("agent-inject-template-file-db", "/vault/custom/db.tmpl", Some("cluster policy")),
+    ("agent-template-left-delim-db", "[[", None),
+    ("agent-template-left-delim-db", "[[[[[[[[[[[[[[[[[[", Some("more than 16 bytes")),
+    ("agent-template-right-delim-db", "", None),
+    ("agent-template-left-delim-zz", "[[", Some("warn:there is no")),
     // Secrets.
-    ("agent-inject-secret-", "secret/x", Some("needs a name")),
-    ("agent-inject-secret-empty", "", Some("must not be empty")),
+    ("agent-inject-secret-", "secret/x", Some("warn:no secret name")),
+    ("agent-inject-secret", "secret/x", Some("warn:not a vault-k8s annotation")),
+    ("agent-inject-secret-empty", "", Some("warn:the Vault path is empty")),
     ("agent-inject-secret-db2", "database/creds/app", None),
     // Containers, volume path.
     ("agent-inject-containers", "app,worker", None),
@@ -150,7 +163,8 @@ const CASES: &[Case] = &[
     ("secret-volume-path", "/etc/secrets", None),
     ("secret-volume-path", "relative/path", Some("absolute path")),
     ("secret-volume-path", "/etc/../root", Some("absolute path")),
-    ("secret-volume-path-db", "/x", Some("per-secret mount paths")),
+    ("secret-volume-path-db", "/x", None),
+    ("secret-volume-path-db", "x", Some("absolute path")),
     // Operator-only: a pod cannot redirect the agent.
     // The address is judged by the operator's allowlist (policy gate), not here.
     ("service", "https://vault.other:8200", None),
@@ -159,14 +173,53 @@ const CASES: &[Case] = &[
     ("proxy-address", "http://proxy:3128", Some("set by the operator")),
     ("agent-image", "evil/agent:latest", Some("set by the operator")),
     ("agent-configmap", "my-config", Some("set by the operator")),
-    ("agent-extra-secret", "s", Some("set by the operator")),
+    ("agent-extra-secret", "s", None),
+    ("agent-extra-secret", "Not_A_Name", Some("not a Kubernetes Secret name")),
+    ("agent-json-patch", "[]", None),
+    ("agent-json-patch", "null", None),
+    ("agent-json-patch", "", None),
+    ("agent-json-patch", "abc", Some("not a JSON patch")),
+    ("agent-init-json-patch", "[{\"op\": \"replace\", \"path\": \"/image\", \"value\": \"evil\"}]", Some("may not patch the agent")),
+    ("agent-configmap", "", None),
+    ("agent-image", "", Some("set by the operator")),
+    ("tls-secret", "vault-tls", Some("warn:operator's CA")),
+    ("agent-inject-token", "false", None),
+    ("agent-inject-token", "", None),
+    // vault-k8s settings with a meaning here.
+    ("agent-share-process-namespace", "true", None),
+    ("agent-share-process-namespace", "", None),
+    ("agent-share-process-namespace", "tRuE", Some("not a boolean")),
+    ("auth-min-backoff", "5s", None),
+    ("auth-min-backoff", "", None),
+    ("auth-min-backoff", "x", Some("not a duration")),
+    ("auth-max-backoff", "1m", None),
+    ("auth-max-backoff", "0s", Some("above zero")),
+    ("agent-run-as-same-user", "true", None),
+    ("agent-run-as-same-user", "rooooooot", Some("not a boolean")),
+    ("agent-revoke-grace", "-1", Some("non-negative")),
+    ("agent-revoke-grace", "foobar", Some("non-negative")),
+    ("agent-revoke-grace", "", Some("non-negative")),
+    ("agent-set-security-context", "true", None),
+    ("agent-set-security-context", "false", Some("warn:always runs with a restrictive securityContext")),
+    ("agent-set-security-context", "secure", Some("not a boolean")),
+    ("template-lease-renewal-threshold", "0.75", Some("warn:ignored")),
+    ("template-lease-renewal-threshold", "one-third", Some("not a number")),
+    ("template-max-connections-per-host", "", None),
+    ("template-max-connections-per-host", "abc", Some("not a decimal integer")),
+    ("agent-inject-default-template", "JSON", None),
+    ("agent-inject-default-template", "", Some("not a default template")),
+    ("agent-request-namespace", "", Some("must not be empty")),
+    ("namespace", "", None),
     ("agent-inject-token", "true", Some("not supported")),
     // Harmless Vault Agent tuning: accepted, ignored.
-    ("agent-cache-enable", "true", None),
-    ("log-level", "debug", None),
+    ("agent-cache-enable", "true", Some("warn:does not have; ignored")),
+    ("agent-cache-enable", "", None),
+    ("agent-cache-enable", "tRuE", Some("not a boolean")),
+    ("log-level", "debug", Some("warn:does not have; ignored")),
     ("agent-revoke-grace", "5", None),
     // Unknown.
-    ("agent-injekt", "true", Some("unknown vault.hashicorp.com annotation")),
+    ("agent-injekt", "true", Some("warn:not a vault-k8s annotation")),
+    ("agent-inject-TEMPLATE-db", "x", Some("warn:not a vault-k8s annotation")),
 ];
 
 #[test]
@@ -177,6 +230,24 @@ fn table_of_vault_k8s_cases() {
         let ann = pod(&[(suffix, value)]);
         let got = vaultk8s::from_annotations(&ann);
         match (got, want) {
+            (Ok(Some((_, extras))), Some(w)) if w.starts_with("warn:") => {
+                let sub = &w["warn:".len()..];
+                let key = format!("{P}{suffix}");
+                if !extras
+                    .warnings
+                    .iter()
+                    .any(|m| m.contains(sub) && m.starts_with(&key))
+                {
+                    failures.push(format!(
+                        "{suffix}={value:?}: no warning naming {key} with {sub:?}: {:?}",
+                        extras.warnings
+                    ));
+                }
+            }
+            (Ok(Some((_, extras))), None) if !extras.warnings.is_empty() => failures.push(format!(
+                "{suffix}={value:?}: unexpected warnings {:?}",
+                extras.warnings
+            )),
             (Ok(Some(_)), None) => {}
             (Err(e), Some(sub)) => {
                 let msg = e.to_string();

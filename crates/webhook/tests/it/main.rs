@@ -4,7 +4,9 @@
 mod support;
 
 mod chart;
+mod compat_bankvaults;
 mod compat_openbao;
+mod compat_validation;
 mod compat_vaultk8s;
 mod e2e;
 mod hostile_annotations;

@@ -100,20 +100,37 @@ fn an_allowlisted_address_does_not_open_lookalikes() {
 }
 
 #[test]
-fn turning_tls_verification_off_is_denied() {
+fn turning_tls_verification_off_is_never_honoured() {
     for key in [
         "vault-injector.io/tls-skip-verify",
         "vault.hashicorp.com/tls-skip-verify",
         "vault.security.banzaicloud.io/vault-skip-verify",
     ] {
-        let e = connection_overrides(
+        if key.starts_with("vault-injector.io/") {
+            let e = connection_overrides(
+                &annotations(key, "true"),
+                &operator_vault(),
+                &AgentOverrideSettings::default(),
+            )
+            .unwrap_err();
+            assert_eq!(e.annotation, key);
+            assert!(e.to_string().contains("TLS verification"), "{e}");
+            continue;
+        }
+        // The compatibility dialects: not honoured (the agent keeps
+        // verifying), with a warning.
+        let o = connection_overrides(
             &annotations(key, "true"),
             &operator_vault(),
             &AgentOverrideSettings::default(),
         )
-        .unwrap_err();
-        assert_eq!(e.annotation, key);
-        assert!(e.to_string().contains("TLS verification"), "{e}");
+        .unwrap();
+        assert_eq!(o.tls_skip_verify, None, "{key}");
+        assert!(
+            o.warnings[0].contains("keeps verifying"),
+            "{:?}",
+            o.warnings
+        );
     }
 }
 
@@ -121,7 +138,6 @@ fn turning_tls_verification_off_is_denied() {
 fn pod_supplied_ca_or_proxy_is_denied() {
     for key in [
         "vault.hashicorp.com/ca-cert",
-        "vault.hashicorp.com/tls-secret",
         "vault.hashicorp.com/tls-server-name",
         "vault.hashicorp.com/proxy-address",
         "vault-injector.io/ca-cert",
