@@ -7,6 +7,14 @@
 //! secrets every refresh interval (re-rendering only on change), fetches new
 //! credentials when a lease cannot be extended, and runs the reload after a
 //! change. While Vault is down the last good files stay in place.
+//!
+//! What is fetched is a list of *sources*: the Vault calls of every file
+//! (its path, or every `secret` call of its Go template), identical calls
+//! merged as consul-template merges them, so three files reading one
+//! `pki/issue/ROLE` call share one certificate. A file is rendered again
+//! when any of its sources brings new data. A file's command
+//! (`agent-inject-command-NAME`) runs after every render that changed the
+//! file, the first one included, as vault-k8s's init container runs it.
 
 mod reload;
 
@@ -21,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::render;
 use vault_injector_core::audit::{self, AgentAudit, AgentEvent};
-use vault_injector_core::contract::{AgentConfig, Reload, SecretSpec, READY_FILE};
+use vault_injector_core::contract::{AgentConfig, ReadSpec, Reload, SecretSpec, READY_FILE};
 use vault_injector_vault::{self as vault, Lease, Secret, TokenInfo, Vault};
 
 #[derive(Debug, clap::Args)]
@@ -153,10 +161,14 @@ struct TokenState {
     failures: u32,
 }
 
-/// Per-secret state between cycles.
+/// One Vault call and its state between cycles.
 #[derive(Debug, Clone)]
-struct SecretState {
-    hash: Option<[u8; 32]>,
+struct Source {
+    read: ReadSpec,
+    /// The files (indices into the config's secrets) rendered from it.
+    users: Vec<usize>,
+    /// The last data fetched.
+    secret: Option<Secret>,
     lease: Option<Lease>,
     /// The lease can no longer be extended: fetch new credentials when due.
     lease_final: bool,
@@ -174,7 +186,12 @@ struct Agent {
     /// Attempts at the first full render.
     attempts: u32,
     token: Option<TokenState>,
-    states: Vec<SecretState>,
+    sources: Vec<Source>,
+    /// Per file: its sources, in the order its template reads them.
+    deps: Vec<Vec<usize>>,
+    /// Per file: the hash of the bytes last written (`None`: not rendered
+    /// by this process yet).
+    hashes: Vec<Option<[u8; 32]>>,
     healthy: bool,
 }
 
@@ -260,17 +277,34 @@ impl Agent {
         let _ = std::fs::remove_file(state_dir.join(READY_FILE));
         let vault = Vault::new(&cfg.vault).map_err(|e| Error::Config(e.to_string()))?;
         let now = Instant::now();
-        let states = cfg
-            .secrets
-            .iter()
-            .map(|_| SecretState {
-                hash: None,
-                lease: None,
-                lease_final: false,
-                next: now,
-                failures: 0,
-            })
-            .collect();
+        let mut sources: Vec<Source> = Vec::new();
+        let mut deps = Vec::with_capacity(cfg.secrets.len());
+        for (j, spec) in cfg.secrets.iter().enumerate() {
+            let mut mine = Vec::new();
+            for read in spec.fetches() {
+                let i = match sources.iter().position(|s| s.read == read) {
+                    Some(i) => i,
+                    None => {
+                        sources.push(Source {
+                            read,
+                            users: Vec::new(),
+                            secret: None,
+                            lease: None,
+                            lease_final: false,
+                            next: now,
+                            failures: 0,
+                        });
+                        sources.len() - 1
+                    }
+                };
+                if !sources[i].users.contains(&j) {
+                    sources[i].users.push(j);
+                }
+                mine.push(i);
+            }
+            deps.push(mine);
+        }
+        let hashes = vec![None; cfg.secrets.len()];
         Ok(Self {
             cfg,
             vault,
@@ -283,18 +317,26 @@ impl Agent {
             },
             attempts: retry_attempts.max(1),
             token: None,
-            states,
+            sources,
+            deps,
+            hashes,
             healthy: true,
         })
     }
 
     /// Runs the mode to completion; returns the process exit code.
     async fn run(&mut self, mode: Mode) -> u8 {
-        if let Err(e) = self.first_render().await {
-            tracing::error!(error = %e, "giving up: not every secret could be rendered");
-            eprintln!("vault-injector agent: {e}");
-            return e.exit_code();
-        }
+        let changed = match self.first_render().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "giving up: not every secret could be rendered");
+                eprintln!("vault-injector agent: {e}");
+                return e.exit_code();
+            }
+        };
+        // vault-k8s runs a file's command after its first render too (its
+        // init container does), before the app starts: so before readiness.
+        self.run_commands(&changed).await;
         if let Err(e) = self.mark_ready() {
             tracing::error!(error = %e, "cannot write the readiness marker");
             return e.exit_code();
@@ -335,12 +377,14 @@ impl Agent {
     }
 
     /// Renders every secret, retrying with backoff; gives up after the
-    /// configured attempts with the last error.
-    async fn first_render(&mut self) -> Result<()> {
+    /// configured attempts with the last error. Returns the files whose
+    /// bytes this render changed.
+    async fn first_render(&mut self) -> Result<Vec<usize>> {
         let mut failures = 0;
+        let mut changed = Vec::new();
         loop {
-            match self.render_all().await {
-                Ok(()) => return Ok(()),
+            match self.render_all(&mut changed).await {
+                Ok(()) => return Ok(changed),
                 Err(e) => {
                     failures += 1;
                     let spec = e
@@ -365,47 +409,63 @@ impl Agent {
         }
     }
 
-    /// Renders every secret not rendered yet. Mounts are looked up first
-    /// (once per mount), then all reads go out at once: start-up latency is
-    /// one round trip, not one per secret.
-    async fn render_all(&mut self) -> Result<()> {
+    /// Fetches every source not fetched yet, then renders every file not
+    /// rendered yet. Mounts are looked up first (once per mount), then all
+    /// calls go out at once: start-up latency is one round trip, not one per
+    /// secret.
+    async fn render_all(&mut self, changed: &mut Vec<usize>) -> Result<()> {
         if self.token.is_none() {
             self.login().await?;
         }
-        let todo: Vec<usize> = (0..self.cfg.secrets.len())
-            .filter(|&i| self.states[i].hash.is_none())
+        let todo: Vec<usize> = (0..self.sources.len())
+            .filter(|&i| self.sources[i].secret.is_none())
             .collect();
         for &i in &todo {
-            let path = &self.cfg.secrets[i].path;
-            if let Err(e) = self.vault.resolve(path).await {
-                return Err(self.read_error(i, e));
+            if self.sources[i].read.params.is_empty() {
+                let path = &self.sources[i].read.path;
+                if let Err(e) = self.vault.resolve(path).await {
+                    return Err(self.read_error(i, e));
+                }
             }
         }
         let vault = &self.vault;
-        let reads = futures::future::join_all(
+        let results = futures::future::join_all(
             todo.iter()
-                .map(|&i| vault.read_resolved(&self.cfg.secrets[i].path)),
+                .map(|&i| call_resolved(vault, &self.sources[i].read)),
         )
         .await;
-        for (i, res) in todo.into_iter().zip(reads) {
+        for (i, res) in todo.into_iter().zip(results) {
             match res {
-                Ok(secret) => {
-                    self.apply(i, secret, AgentEvent::Read)?;
-                }
+                Ok(secret) => self.store(i, secret, AgentEvent::Read),
                 // Maybe a dead token: the one-by-one path logs in again.
                 Err(e) if e.is_forbidden() => {
-                    self.sync(i, AgentEvent::Read).await?;
+                    let secret = self.fetch(i).await?;
+                    self.store(i, secret, AgentEvent::Read);
                 }
                 Err(e) => return Err(self.read_error(i, e)),
+            }
+        }
+        for j in 0..self.cfg.secrets.len() {
+            if self.hashes[j].is_none() && self.render_file(j)? && !changed.contains(&j) {
+                changed.push(j);
             }
         }
         Ok(())
     }
 
+    /// The file a source is audited and reported under (its first user),
+    /// with the source's own path.
+    fn source_spec(&self, i: usize) -> SecretSpec {
+        let src = &self.sources[i];
+        let mut spec = self.cfg.secrets[src.users[0]].clone();
+        spec.path = src.read.path.clone();
+        spec
+    }
+
     fn read_error(&self, i: usize, source: vault::Error) -> Error {
         Error::Read {
-            name: self.cfg.secrets[i].name.clone(),
-            path: self.cfg.secrets[i].path.clone(),
+            name: self.cfg.secrets[self.sources[i].users[0]].name.clone(),
+            path: self.sources[i].read.path.clone(),
             source,
         }
     }
@@ -445,19 +505,18 @@ impl Agent {
         Ok(())
     }
 
-    /// Reads a secret, logging in again once if the token was refused (it
-    /// expired, or Vault restarted and lost it).
+    /// Makes source `i`'s call, logging in again once if the token was
+    /// refused (it expired, or Vault restarted and lost it).
     async fn fetch(&mut self, i: usize) -> Result<Secret> {
-        let path = self.cfg.secrets[i].path.clone();
-        match self.vault.read(&path).await {
+        let read = self.sources[i].read.clone();
+        match call(&mut self.vault, &read).await {
             Ok(s) => Ok(s),
             Err(e) if e.is_forbidden() => {
                 if self.vault.token_valid().await.unwrap_or(true) {
                     return Err(self.read_error(i, e));
                 }
                 self.login().await?;
-                self.vault
-                    .read(&path)
+                call(&mut self.vault, &read)
                     .await
                     .map_err(|e| self.read_error(i, e))
             }
@@ -465,27 +524,64 @@ impl Agent {
         }
     }
 
-    /// Reads, renders and (if the bytes changed) writes secret `i`. Returns
-    /// whether the file changed.
-    async fn sync(&mut self, i: usize, event: AgentEvent) -> Result<bool> {
+    /// Fetches source `i` again and renders the files that use it. Returns
+    /// the files whose bytes changed.
+    async fn sync(&mut self, i: usize, event: AgentEvent) -> Result<Vec<usize>> {
         let secret = self.fetch(i).await?;
-        self.apply(i, secret, event)
+        self.store(i, secret, event);
+        let mut changed = Vec::new();
+        for j in self.sources[i].users.clone() {
+            if self.render_file(j)? {
+                changed.push(j);
+            }
+        }
+        Ok(changed)
     }
 
-    /// Audits a read, renders it and writes the file if its bytes changed;
-    /// schedules the secret's next refresh or renewal.
-    fn apply(&mut self, i: usize, secret: Secret, event: AgentEvent) -> Result<bool> {
-        let spec = self.cfg.secrets[i].clone();
+    /// Audits a fetch, keeps its data and schedules the source's next
+    /// refresh or renewal.
+    fn store(&mut self, i: usize, secret: Secret, event: AgentEvent) {
+        let spec = self.source_spec(i);
         let lease_secs = secret.lease.as_ref().map(|l| l.duration_secs);
         let version = secret.version();
         self.audit(event, Some(&spec), |r| {
             r.lease_duration_secs = lease_secs;
             r.version = version;
         });
-        let bytes = render::render(&spec, &secret)?;
+        let now = Instant::now();
+        let next = match &secret.lease {
+            Some(l) if l.duration_secs > 0 => now + two_thirds(l.duration_secs),
+            // A certificate issued without a lease: re-issue before it
+            // expires, as consul-template does from its `expiration`.
+            _ => match expires_in(&secret) {
+                Some(secs) => now + two_thirds(secs.max(1)),
+                None => now + Duration::from_secs(self.cfg.refresh_interval_secs.max(1)),
+            },
+        };
+        let src = &mut self.sources[i];
+        src.failures = 0;
+        src.lease_final = false;
+        src.next = next;
+        src.lease = secret.lease.clone();
+        src.secret = Some(secret);
+    }
+
+    /// Renders file `j` from its sources' data and writes it if its bytes
+    /// changed; `Ok(false)` while a source has no data yet.
+    fn render_file(&mut self, j: usize) -> Result<bool> {
+        let spec = self.cfg.secrets[j].clone();
+        let Some(secrets) = self.deps[j]
+            .iter()
+            .map(|&i| self.sources[i].secret.as_ref())
+            .collect::<Option<Vec<&Secret>>>()
+        else {
+            return Ok(false);
+        };
+        let version = secrets.first().and_then(|s| s.version());
+        let bytes = render::render_reads(&spec, &secrets)?;
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         let target = render::target_path(&self.secrets_dir, &spec)?;
-        let changed = match self.states[i].hash {
+        let changed = match self.hashes[j] {
             Some(prev) => prev != hash,
             // First render of this process: an init container (classic
             // layout) or a restarted sidecar may have written it already.
@@ -498,16 +594,7 @@ impl Agent {
             r.version = version;
             r.changed = Some(changed);
         });
-        let now = Instant::now();
-        let st = &mut self.states[i];
-        st.hash = Some(hash);
-        st.failures = 0;
-        st.lease_final = false;
-        st.next = match &secret.lease {
-            Some(l) if l.duration_secs > 0 => now + two_thirds(l.duration_secs),
-            _ => now + Duration::from_secs(self.cfg.refresh_interval_secs.max(1)),
-        };
-        st.lease = secret.lease;
+        self.hashes[j] = Some(hash);
         Ok(changed)
     }
 
@@ -562,7 +649,10 @@ impl Agent {
         let far = Instant::now() + Duration::from_secs(3600);
         let token = self.token.and_then(|t| t.next).unwrap_or(far);
         // No token at all (a failed re-login): retry with the secrets.
-        self.states.iter().map(|s| s.next).fold(token, Instant::min)
+        self.sources
+            .iter()
+            .map(|s| s.next)
+            .fold(token, Instant::min)
     }
 
     /// One pass over everything that is due.
@@ -574,18 +664,23 @@ impl Agent {
                 errors.push((None, e));
             }
         }
-        let mut changed = Vec::new();
-        for i in 0..self.states.len() {
-            if self.states[i].next > now {
+        let mut changed: Vec<usize> = Vec::new();
+        for i in 0..self.sources.len() {
+            if self.sources[i].next > now {
                 continue;
             }
             match self.refresh(i).await {
-                Ok(true) => changed.push(i),
-                Ok(false) => {}
+                Ok(files) => {
+                    for j in files {
+                        if !changed.contains(&j) {
+                            changed.push(j);
+                        }
+                    }
+                }
                 Err(e) => {
-                    let st = &mut self.states[i];
-                    st.next = Instant::now() + self.backoff.delay(st.failures);
-                    st.failures = st.failures.saturating_add(1);
+                    let src = &mut self.sources[i];
+                    src.next = Instant::now() + self.backoff.delay(src.failures);
+                    src.failures = src.failures.saturating_add(1);
                     errors.push((Some(i), e));
                 }
             }
@@ -605,7 +700,7 @@ impl Agent {
                     error = %e,
                     "degraded: keeping the last good files and retrying"
                 );
-                let spec = i.map(|i| self.cfg.secrets[i].clone());
+                let spec = i.map(|i| self.source_spec(i));
                 self.audit_error(spec.as_ref(), e);
             }
             (false, None) => {
@@ -652,38 +747,34 @@ impl Agent {
         }
     }
 
-    /// Does what is due for secret `i`: renew its lease, or fetch it again
+    /// Does what is due for source `i`: renew its lease, or fetch it again
     /// (static refresh, or new credentials when the lease cannot be
-    /// extended). Returns whether its file changed.
-    async fn refresh(&mut self, i: usize) -> Result<bool> {
+    /// extended). Returns the files whose bytes changed.
+    async fn refresh(&mut self, i: usize) -> Result<Vec<usize>> {
         if self.token.is_none() {
             self.login().await?;
         }
-        let st = self.states[i].clone();
-        match st.lease {
-            Some(lease) if lease.renewable && !st.lease_final => {
+        let src = self.sources[i].clone();
+        match src.lease {
+            Some(lease) if lease.renewable && !src.lease_final => {
                 match self.vault.renew_lease(&lease).await {
                     Ok(granted) => {
-                        let spec = self.cfg.secrets[i].clone();
+                        let spec = self.source_spec(i);
                         self.audit(AgentEvent::Renewal, Some(&spec), |r| {
                             r.lease_duration_secs = Some(granted);
                         });
-                        let st = &mut self.states[i];
-                        st.failures = 0;
+                        let src = &mut self.sources[i];
+                        src.failures = 0;
                         // Less than asked for: the max TTL is near, so
                         // fetch new credentials before these expire.
-                        st.lease_final = granted < lease.duration_secs;
-                        st.next = Instant::now() + two_thirds(granted.max(1));
-                        Ok(false)
+                        src.lease_final = granted < lease.duration_secs;
+                        src.next = Instant::now() + two_thirds(granted.max(1));
+                        Ok(Vec::new())
                     }
-                    Err(e) if e.is_transient() => Err(Error::Read {
-                        name: self.cfg.secrets[i].name.clone(),
-                        path: self.cfg.secrets[i].path.clone(),
-                        source: e,
-                    }),
+                    Err(e) if e.is_transient() => Err(self.read_error(i, e)),
                     Err(e) => {
                         tracing::info!(
-                            secret = %self.cfg.secrets[i].name,
+                            path = %src.read.path,
                             error = %e,
                             "lease cannot be renewed; fetching new credentials"
                         );
@@ -692,19 +783,26 @@ impl Agent {
                 }
             }
             Some(_) => self.sync(i, AgentEvent::Rotation).await,
+            // A write (e.g. a certificate) gives new data every time.
+            None if !src.read.params.is_empty() => self.sync(i, AgentEvent::Rotation).await,
             None => self.sync(i, AgentEvent::Read).await,
         }
     }
 
-    /// Per-secret commands for the changed files, then the pod-wide reload.
-    async fn reload(&mut self, changed: &[usize]) {
-        for &i in changed {
-            let spec = self.cfg.secrets[i].clone();
+    /// Per-file commands for the changed files.
+    async fn run_commands(&mut self, changed: &[usize]) {
+        for &j in changed {
+            let spec = self.cfg.secrets[j].clone();
             if let Some(cmd) = spec.command.as_deref().filter(|c| !c.trim().is_empty()) {
                 let res = reload::run_command(cmd).await;
                 self.audit_reload(Some(&spec), "command", res.map(|_| ()));
             }
         }
+    }
+
+    /// Per-file commands for the changed files, then the pod-wide reload.
+    async fn reload(&mut self, changed: &[usize]) {
+        self.run_commands(changed).await;
         let Some(how) = self.cfg.reload.clone() else {
             return;
         };
@@ -737,6 +835,39 @@ impl Agent {
             }
         }
     }
+}
+
+/// A source's call once its mount is known ([`Vault::resolve`]): a read,
+/// or a write when the template gave parameters.
+async fn call_resolved(vault: &Vault, read: &ReadSpec) -> vault::Result<Secret> {
+    if read.params.is_empty() {
+        vault.read_resolved_version(&read.path, read.version).await
+    } else {
+        vault.write(&read.path, &read.params).await
+    }
+}
+
+/// A source's call, looking its mount up first.
+async fn call(vault: &mut Vault, read: &ReadSpec) -> vault::Result<Secret> {
+    if read.params.is_empty() {
+        vault.read_version(&read.path, read.version).await
+    } else {
+        vault.write(&read.path, &read.params).await
+    }
+}
+
+/// Seconds until a certificate's `expiration` (Unix time), for data that
+/// carries one but no lease (PKI issue without `generate_lease`).
+fn expires_in(secret: &Secret) -> Option<u64> {
+    let vault::Exact::Number(n) = secret.data.get("expiration")? else {
+        return None;
+    };
+    let at: u64 = n.parse().ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(at.saturating_sub(now))
 }
 
 /// Does `path` already hold exactly `bytes` with `mode`?

@@ -173,7 +173,7 @@ fn render_template(
     gotmpl::register(&mut env);
     let data = crate::render::template_value(&Exact::Object(secret.data.clone()));
     env.render_str(&t.source, minijinja::context! { data => data })
-        .map_err(|e| err(crate::render::template_message(&e, secret)))
+        .map_err(|e| err(crate::render::template_message(&e, &[secret])))
 }
 
 fn scalar(v: &Exact) -> Option<String> {

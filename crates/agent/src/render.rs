@@ -59,11 +59,26 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Renders one secret to the bytes of its file.
+#[cfg(test)]
 pub fn render(spec: &SecretSpec, secret: &Secret) -> Result<Vec<u8>> {
+    render_reads(spec, &[secret])
+}
+
+/// Renders a file from what the agent fetched for it, in the order of
+/// [`SecretSpec::fetches`] (one secret unless a Go template reads several).
+pub fn render_reads(spec: &SecretSpec, secrets: &[&Secret]) -> Result<Vec<u8>> {
     let name = &spec.name;
+    // Only a template may have nothing to read (literal text).
+    let first = secrets.first().copied();
+    let need = || {
+        first.ok_or_else(|| Error::Template {
+            name: name.clone(),
+            message: "nothing was fetched for this file".into(),
+        })
+    };
     match spec.format {
         Format::Json => {
-            let mut out = serde_json::to_vec_pretty(&secret.data).map_err(|e| Error::Encode {
+            let mut out = serde_json::to_vec_pretty(&need()?.data).map_err(|e| Error::Encode {
                 name: name.clone(),
                 format: "json",
                 message: e.to_string(),
@@ -71,14 +86,14 @@ pub fn render(spec: &SecretSpec, secret: &Secret) -> Result<Vec<u8>> {
             out.push(b'\n');
             Ok(out)
         }
-        Format::Yaml => Ok(render_yaml(&secret.data).into_bytes()),
-        Format::Env => render_env(name, &secret.data).map(String::into_bytes),
+        Format::Yaml => Ok(render_yaml(&need()?.data).into_bytes()),
+        Format::Env => render_env(name, &need()?.data).map(String::into_bytes),
         Format::Raw => {
             let key = spec
                 .key
                 .as_deref()
                 .ok_or_else(|| Error::RawNoKey { name: name.clone() })?;
-            let v = secret.data.get(key).ok_or_else(|| Error::MissingKey {
+            let v = need()?.data.get(key).ok_or_else(|| Error::MissingKey {
                 name: name.clone(),
                 key: key.into(),
                 path: spec.path.clone(),
@@ -90,7 +105,16 @@ pub fn render(spec: &SecretSpec, secret: &Secret) -> Result<Vec<u8>> {
                 .template
                 .as_deref()
                 .ok_or_else(|| Error::NoTemplate { name: name.clone() })?;
-            render_template(spec, src, secret).map(String::into_bytes)
+            let text = render_template(spec, src, secrets)?;
+            // A Go string is bytes: what base64Decode produced is written
+            // as those bytes, e.g. a PKCS#12 keystore.
+            Ok(
+                if vault_injector_core::go::govalue::may_produce_bytes(src) {
+                    vault_injector_core::go::govalue::text_to_bytes(&text)
+                } else {
+                    text.into_bytes()
+                },
+            )
         }
     }
 }
@@ -275,10 +299,11 @@ fn lease_value(lease: Option<&Lease>) -> Value {
     }
 }
 
-fn render_template(spec: &SecretSpec, src: &str, secret: &Secret) -> Result<String> {
+fn render_template(spec: &SecretSpec, src: &str, secrets: &[&Secret]) -> Result<String> {
+    let secret = secrets.first().copied();
     let terr = |e: minijinja::Error| Error::Template {
         name: spec.name.clone(),
-        message: template_message(&e, secret),
+        message: template_message(&e, secrets),
     };
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(if spec.error_on_missing_key {
@@ -292,30 +317,90 @@ fn render_template(spec: &SecretSpec, src: &str, secret: &Secret) -> Result<Stri
         vault_injector_core::go::gotmpl::register(&mut env);
     }
     env.add_template("template", src).map_err(terr)?;
-    // `secret` is the Vault response's data as consul-template's `.Data` sees
-    // it: for KV v2 the `{data, metadata}` envelope, otherwise the key/values.
-    let data = template_value(&Exact::Object(secret.data.clone()));
-    let go_data = match secret.engine {
-        vault_injector_vault::Engine::KvV2 => minijinja::Value::from_iter([
-            ("data", data.clone()),
-            (
-                "metadata",
-                minijinja::Value::from_serialize(&secret.metadata),
-            ),
-        ]),
-        _ => data.clone(),
+    // Go templates see Vault's numbers as json.Number (printed as sent).
+    let value = |v: &Exact| {
+        if spec.go_template {
+            go_value(v)
+        } else {
+            template_value(v)
+        }
     };
+    let meta = |m: &Value| {
+        if spec.go_template {
+            go_json_value(m)
+        } else {
+            minijinja::Value::from_serialize(m)
+        }
+    };
+    // `.Data` as consul-template sees it: for KV v2 the `{data, metadata}`
+    // envelope, otherwise the key/values.
+    let go_data = |s: &Secret| {
+        let data = value(&Exact::Object(s.data.clone()));
+        match s.engine {
+            vault_injector_vault::Engine::KvV2 => {
+                minijinja::Value::from_iter([("data", data), ("metadata", meta(&s.metadata))])
+            }
+            _ => data,
+        }
+    };
+    // consul-template's Secret struct, one per `secret` call of the template.
+    let reads: Vec<minijinja::Value> = secrets
+        .iter()
+        .map(|s| {
+            let (id, secs, renewable) = match &s.lease {
+                Some(l) => (l.id.clone(), l.duration_secs, l.renewable),
+                None => (String::new(), 0, false),
+            };
+            minijinja::Value::from_iter([
+                ("Data", go_data(s)),
+                ("LeaseID", minijinja::Value::from(id)),
+                ("LeaseDuration", minijinja::Value::from(secs)),
+                ("Renewable", minijinja::Value::from(renewable)),
+            ])
+        })
+        .collect();
+    let data = secret.map(|s| value(&Exact::Object(s.data.clone())));
     let ctx = minijinja::context! {
-        secret => go_data,
+        reads => reads,
+        secret => secret.map(go_data),
         data => data,
-        metadata => &secret.metadata,
-        lease => lease_value(secret.lease.as_ref()),
+        metadata => secret.map(|s| &s.metadata),
+        lease => lease_value(secret.and_then(|s| s.lease.as_ref())),
         path => &spec.path,
         name => &spec.name,
     };
     env.get_template("template")
         .and_then(|t| t.render(ctx))
         .map_err(terr)
+}
+
+/// A value as a Go template sees it: numbers are json.Number.
+fn go_value(v: &Exact) -> minijinja::Value {
+    use minijinja::Value as V;
+    match v {
+        Exact::Null => V::from(()),
+        Exact::Bool(b) => V::from(*b),
+        Exact::Number(n) => vault_injector_core::go::govalue::number(n),
+        Exact::String(s) => V::from(s.as_str()),
+        Exact::Array(a) => a.iter().map(go_value).collect(),
+        Exact::Object(m) => m.iter().map(|(k, v)| (k.as_str(), go_value(v))).collect(),
+    }
+}
+
+/// [`go_value`] for the KV v2 metadata (a serde_json value).
+fn go_json_value(v: &Value) -> minijinja::Value {
+    use minijinja::Value as V;
+    match v {
+        Value::Null => V::from(()),
+        Value::Bool(b) => V::from(*b),
+        Value::Number(n) => vault_injector_core::go::govalue::number(&n.to_string()),
+        Value::String(s) => V::from(s.as_str()),
+        Value::Array(a) => a.iter().map(go_json_value).collect(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| (k.as_str(), go_json_value(v)))
+            .collect(),
+    }
 }
 
 /// A template value with integers exact up to 128 bits (serde_json's own
@@ -346,7 +431,7 @@ pub(crate) fn template_value(v: &Exact) -> minijinja::Value {
 /// where it can carry data: a template name (`{% include data.KEY %}` looks
 /// up the value as a name; there is no loader, so every include, import and
 /// extends fails) or any text equal to one of the secret's values.
-pub(crate) fn template_message(e: &minijinja::Error, secret: &Secret) -> String {
+pub(crate) fn template_message(e: &minijinja::Error, secrets: &[&Secret]) -> String {
     if e.kind() == minijinja::ErrorKind::TemplateNotFound {
         let mut m =
             String::from("include, import, from and extends are not available in secret templates");
@@ -358,7 +443,7 @@ pub(crate) fn template_message(e: &minijinja::Error, secret: &Secret) -> String 
     let mut m = e.kind().to_string();
     if let Some(detail) = e.detail() {
         m.push_str(": ");
-        if quotes_a_value(detail, &secret.data) {
+        if secrets.iter().any(|s| quotes_a_value(detail, &s.data)) {
             m.push_str("detail withheld, it would quote the secret");
         } else {
             m.push_str(detail);
@@ -457,6 +542,7 @@ mod tests {
             error_on_missing_key: false,
             command: None,
             go_template: false,
+            reads: vec![],
         }
     }
 
@@ -470,6 +556,85 @@ mod tests {
             lease: None,
             engine: Engine::KvV2,
         }
+    }
+
+    /// A translated vault-k8s template over `secrets`.
+    fn go(tpl: &str, secrets: &[&Secret]) -> Vec<u8> {
+        let t = vault_injector_core::go::gotmpl::translate(tpl).unwrap();
+        let mut spec = spec(Format::Template);
+        spec.template = Some(t.source);
+        spec.reads = t.reads;
+        spec.go_template = true;
+        render_reads(&spec, secrets).unwrap()
+    }
+
+    #[test]
+    fn the_default_template_prints_go_values() {
+        let mut s = secret_from(
+            r#"{"on": true, "n": 1.50, "none": null, "l": [1, "a", false], "m": {"b": {}, "a": "x"}}"#,
+        );
+        s.metadata = serde_json::json!({"created_time": "t", "custom_metadata": null,
+                                        "deletion_time": "", "destroyed": false, "version": 2});
+        let out = go(
+            "{{ with secret \"secret/data/x\" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}\n{{ end }}{{ end }}",
+            &[&s],
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "data: map[l:[1 a false] m:map[a:x b:map[]] n:1.50 none:<nil> on:true]\n\
+             metadata: map[created_time:t custom_metadata:<nil> deletion_time: destroyed:false version:2]\n"
+        );
+    }
+
+    #[test]
+    fn a_template_only_secret_without_reads_renders_its_text() {
+        // vault-k8s: agent-inject-template-NAME alone, reading no path.
+        let t = vault_injector_core::go::gotmpl::translate("static {{ \"text\" }}\n").unwrap();
+        let mut spec = spec(Format::Template);
+        spec.path = String::new();
+        spec.template = Some(t.source);
+        spec.go_template = true;
+        assert!(spec.fetches().is_empty(), "nothing to read");
+        assert_eq!(render_reads(&spec, &[]).unwrap(), b"static text\n");
+        // Every other format needs data.
+        let mut json = spec.clone();
+        json.format = Format::Json;
+        assert!(render_reads(&json, &[]).is_err());
+    }
+
+    #[test]
+    fn base64_decode_writes_bytes_that_are_not_text() {
+        let bytes: Vec<u8> = vec![0x30, 0x82, 0xff, 0x00, 0xc3, 0x28, b'\n', 0xe9];
+        // base64 of `bytes`, wrapped as GNU base64 wraps lines: Go's decoder
+        // skips the breaks.
+        let s = secret_from(r#"{"ks": "MIL/\r\nAMMoCuk="}"#);
+        let out = go(
+            "{{ with secret \"secret/data/x\" }}{{ .Data.data.ks | base64Decode }}{{ end }}",
+            &[&s],
+        );
+        assert_eq!(out, bytes);
+    }
+
+    #[test]
+    fn a_template_reads_several_secrets_in_order() {
+        let kv = secret_from(r#"{"k": "v"}"#);
+        let mut db = secret_from(r#"{"username": "u"}"#);
+        db.engine = Engine::Logical;
+        db.lease = Some(Lease {
+            id: "database/creds/r/1".into(),
+            duration_secs: 60,
+            renewable: true,
+        });
+        let out = go(
+            "{{ with secret \"secret/x\" }}{{ .Data.data.k }}{{ end }} \
+             {{ with secret \"database/creds/r\" }}{{ .Data.username }} {{ .LeaseID }} {{ .LeaseDuration }}{{ end }} \
+             {{ with secret \"secret/x\" }}{{ printf \"%q\" .Data.data.k }}{{ end }}",
+            &[&kv, &db],
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "v u database/creds/r/1 60 \"v\""
+        );
     }
 
     fn secret() -> Secret {

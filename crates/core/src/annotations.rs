@@ -170,6 +170,8 @@ pub struct SecretRequest {
     /// Relative to the secrets directory.
     pub file: String,
     pub mode: u32,
+    /// Every Vault call of a translated Go template (empty otherwise).
+    pub reads: Vec<crate::contract::ReadSpec>,
 }
 
 /// One `env-VAR: PATH#KEY[#VERSION]`.
@@ -570,6 +572,7 @@ fn build_secret(name: &str, c: &Companions<'_>) -> Result<SecretRequest, Vec<Pro
             template,
             file,
             mode,
+            reads: vec![],
         })
     } else {
         Err(problems)

@@ -227,6 +227,47 @@ pub struct SecretSpec {
     /// with Go's value printing (`map[k:v]`, `<no value>`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub go_template: bool,
+    /// Every Vault call a translated Go template makes (`with secret "P"
+    /// "k=v"`), found at admission; the template reads the results as
+    /// `reads[i]`. When set, these are what the agent fetches for this file,
+    /// not [`SecretSpec::path`]. Identical reads across files are fetched
+    /// once, as consul-template does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<ReadSpec>,
+}
+
+/// One Vault call of a template: a read, or (with parameters) a write whose
+/// response is the secret, e.g. `pki/issue/ROLE` with `common_name=...`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadSpec {
+    /// Vault path as written, without a `?version=` query.
+    pub path: String,
+    /// KV v2 version from a `?version=N` query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// `k=v` parameters: the call is a write with these as its body.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+impl SecretSpec {
+    /// What the agent fetches for this file: the template's reads, or the
+    /// secret's own path; nothing for a template-only secret whose template
+    /// reads no path (vault-k8s renders it as literal text).
+    pub fn fetches(&self) -> Vec<ReadSpec> {
+        if self.reads.is_empty() && self.path.is_empty() {
+            Vec::new()
+        } else if self.reads.is_empty() {
+            vec![ReadSpec {
+                path: self.path.clone(),
+                version: None,
+                params: Default::default(),
+            }]
+        } else {
+            self.reads.clone()
+        }
+    }
 }
 
 pub fn default_mode() -> u32 {
@@ -321,6 +362,7 @@ mod tests {
                 error_on_missing_key: false,
                 command: None,
                 go_template: false,
+                reads: vec![],
             }],
             env: vec![],
             refresh_interval_secs: 60,

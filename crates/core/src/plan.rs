@@ -395,6 +395,7 @@ pub fn plan(pod: &Pod, ctx: &RequestContext, cfg: &WebhookConfig) -> Result<Plan
                 format: s.format,
                 key: s.key,
                 template: s.template,
+                reads: s.reads,
             })
             .collect(),
         env: env

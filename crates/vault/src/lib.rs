@@ -511,6 +511,40 @@ impl Vault {
         }
     }
 
+    /// A write whose response is the secret, as consul-template's `secret
+    /// "PATH" "k=v"` makes it (e.g. `pki/issue/ROLE` with `common_name`):
+    /// each call returns new data (a new certificate).
+    pub async fn write(&self, path: &str, params: &BTreeMap<String, String>) -> Result<Secret> {
+        let path = path.trim_matches('/');
+        let op = format!("write to {path}");
+        let body = serde_json::to_value(params).expect("a string map serializes");
+        let (v, text) = self
+            .call_text(http::Method::PUT, path, Some(&body), &op)
+            .await?
+            .ok_or_else(|| Error::Response {
+                op: op.clone(),
+                message: "the write returned no secret (HTTP 204)".into(),
+            })?;
+        let Some(data) = exact_data(&text, &["data"], &op)? else {
+            return Err(Error::Response {
+                op,
+                message: "the response has no data object".into(),
+            });
+        };
+        let lease_id = v.get("lease_id").and_then(Value::as_str).unwrap_or("");
+        let lease = (!lease_id.is_empty()).then(|| Lease {
+            id: lease_id.to_string(),
+            duration_secs: v.get("lease_duration").and_then(Value::as_u64).unwrap_or(0),
+            renewable: v.get("renewable").and_then(Value::as_bool).unwrap_or(false),
+        });
+        Ok(Secret {
+            data,
+            metadata: Value::Null,
+            lease,
+            engine: Engine::Logical,
+        })
+    }
+
     /// Finds the mount serving `path` (cached). A token that may not ask
     /// (older servers, restrictive policies) falls back to a plain read.
     async fn mount_of(&mut self, path: &str) -> Result<Mount> {

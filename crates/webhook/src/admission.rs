@@ -316,13 +316,17 @@ pub async fn mutate_pod(
         Planned::Inject(mut p) => {
             // Filled in first so that a denial's audit line says what was asked.
             audit.role = p.role.clone();
+            // One entry per path the agent will call: a Go template that
+            // reads several paths is audited under each.
             audit.secrets = p
                 .agent
                 .secrets
                 .iter()
-                .map(|s| AuditSecret {
-                    name: s.name.clone(),
-                    path: s.path.clone(),
+                .flat_map(|s| {
+                    s.fetches().into_iter().map(|r| AuditSecret {
+                        name: s.name.clone(),
+                        path: r.path,
+                    })
                 })
                 .collect();
             audit.env_vars = p.env.iter().map(|e| e.var.clone()).collect();
@@ -333,11 +337,13 @@ pub async fn mutate_pod(
                 service_account: audit.service_account.clone(),
                 role: p.role.clone(),
                 auth_path: p.requested_auth_path.clone(),
+                // Every path the agent will call for a file, the paths a
+                // Go template reads included.
                 secret_paths: p
                     .agent
                     .secrets
                     .iter()
-                    .map(|s| (s.name.clone(), s.path.clone()))
+                    .flat_map(|s| s.fetches().into_iter().map(|r| (s.name.clone(), r.path)))
                     .collect(),
                 env_paths: p
                     .env
@@ -490,6 +496,56 @@ mod tests {
             ("db.env", "db.env", 0o440)
         );
         assert!(s.go_template);
+    }
+
+    /// Every path a Go template reads goes through the cluster policy and
+    /// into the audit line, not only the secret annotation's path.
+    #[tokio::test]
+    async fn paths_read_by_templates_are_checked_by_the_policy_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(
+            &policy,
+            "rules:\n  - name: shop\n    namespaces: [shop]\n    roles: [\"*\"]\n    \
+             secretPaths: [\"secret/shop/*\", \"database/creds/shop\"]\n",
+        )
+        .unwrap();
+        let mut cfg = WebhookConfig::default();
+        cfg.policy.file = Some(policy);
+        let inj = Injector::try_new(Arc::new(cfg)).unwrap();
+        let pod = |second: &str| {
+            json!({
+                "metadata": {"name": "web", "annotations": {
+                    "vault.hashicorp.com/agent-inject": "true",
+                    "vault.hashicorp.com/role": "web",
+                    "vault.hashicorp.com/agent-inject-secret-cfg": "secret/shop/app",
+                    "vault.hashicorp.com/agent-inject-template-cfg": format!(
+                        "{{{{ with secret \"secret/shop/app\" }}}}{{{{ .Data.data.k }}}}{{{{ end }}}}\
+                         {{{{ with secret \"{second}\" }}}}{{{{ .Data.username }}}}{{{{ end }}}}"
+                    )}},
+                "spec": {"containers": [{"name": "app", "image": "x"}]}
+            })
+        };
+        let r = inj
+            .review(&review(pod_request(pod("secret/other/key"))))
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["response"]["allowed"], false, "{v}");
+        assert!(
+            r.audit.reason.contains("secret/other/key"),
+            "{}",
+            r.audit.reason
+        );
+
+        let r = inj
+            .review(&review(pod_request(pod("database/creds/shop"))))
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["response"]["allowed"], true, "{v}");
+        let paths: Vec<&str> = r.audit.secrets.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths, ["secret/shop/app", "database/creds/shop"]);
     }
 
     #[tokio::test]

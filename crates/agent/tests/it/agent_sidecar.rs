@@ -107,13 +107,16 @@ fn kv_update_is_rerendered_and_the_reload_signal_reaches_the_app() {
     };
     let first_inode = inode(&dirs);
 
+    // The per-secret command ran after the first render (as vault-k8s's
+    // init container runs it); the pod-wide signal did not.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x");
     // Unchanged data: re-read every second, never rewritten, no reload.
     assert!(wait_for(Duration::from_secs(10), || events(&sc, "read")
         .len()
         >= 3));
     assert_eq!(inode(&dirs), first_inode, "unchanged secret was rewritten");
-    assert!(events(&sc, "reload").is_empty());
-    assert!(!marker.exists(), "command ran without a change");
+    assert_eq!(events(&sc, "reload").len(), 1, "only the first command");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x");
     assert_eq!(hups(&hup_file), 0, "reload sent without a change");
 
     // Each change: rendered within the interval, then exactly one signal.
@@ -136,20 +139,20 @@ fn kv_update_is_rerendered_and_the_reload_signal_reaches_the_app() {
     assert!(app.try_wait().unwrap().is_none(), "the app died on SIGHUP");
     // The app can see the signal before the agent has written its audit line.
     assert!(
-        wait_for(Duration::from_secs(20), || events(&sc, "reload").len() >= 4),
+        wait_for(Duration::from_secs(20), || events(&sc, "reload").len() >= 5),
         "{}",
         sc.output()
     );
     let reloads = events(&sc, "reload");
     assert_eq!(
         reloads.len(),
-        4,
-        "per-secret command + signal, twice: {reloads:?}"
+        5,
+        "the first command, then per-secret command + signal, twice: {reloads:?}"
     );
     assert!(reloads.iter().all(|r| r["ok"] == true), "{reloads:?}");
     assert_eq!(reloads[0]["secret"], "web");
-    // The per-secret command ran once per change, not on the first render.
-    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "xx");
+    // The per-secret command ran after the first render and once per change.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "xxx");
     let changed: Vec<Value> = events(&sc, "render")
         .into_iter()
         .filter(|r| r["changed"] == true)

@@ -5,6 +5,7 @@ mod support;
 
 mod agent_errors;
 mod agent_init;
+mod agent_reads;
 mod agent_sidecar;
 mod copy_self;
 mod render_roundtrip;

@@ -569,23 +569,13 @@ pub fn from_annotations(
             left: delim("agent-template-left-delim-").unwrap_or(gotmpl::GO_DELIMS.left),
             right: delim("agent-template-right-delim-").unwrap_or(gotmpl::GO_DELIMS.right),
         };
-        let mut secret_path = path.clone();
+        // As in vault-k8s, a template reads whatever paths it names: the
+        // secret annotation's path is only the default template's. Every
+        // path read is in `reads`, which the policy gate checks.
+        let mut reads = Vec::new();
         let template = match gotmpl::translate_with(&template_src, delims) {
             Ok(t) => {
-                match &t.secret_path {
-                    Some(p) if path.is_empty() => secret_path = p.trim_matches('/').to_string(),
-                    Some(p) if p.trim_matches('/') != path.trim_matches('/') => {
-                        problems.push(Problem::new(
-                            template_key.clone(),
-                            format!(
-                                "the template reads {p:?} but {} names {path:?}; \
-                                 one secret per annotation",
-                                full("agent-inject-secret-")
-                            ),
-                        ));
-                    }
-                    _ => {}
-                }
+                reads = t.reads;
                 // The translation must also be within minijinja's limits, or
                 // the pod would only fail once the agent renders it.
                 match crate::annotations::check_template_within(
@@ -604,6 +594,12 @@ pub fn from_annotations(
                 problems.push(Problem::new(template_key, e.to_string()));
                 None
             }
+        };
+        // A template-only secret has no path of its own: its audit lines
+        // name the first path its template reads.
+        let path = match (path.is_empty(), reads.first()) {
+            (true, Some(r)) => r.path.clone(),
+            _ => path,
         };
         if let Some(cmd) = get("agent-inject-command-").filter(|c| !c.is_empty()) {
             extras.commands.insert(name.clone(), cmd.to_string());
@@ -626,12 +622,13 @@ pub fn from_annotations(
         }
         req.secrets.push(SecretRequest {
             name,
-            path: secret_path,
+            path,
             format: Format::Template,
             key: None,
             template,
             file,
             mode,
+            reads,
         });
     }
     req.secrets.sort_by(|a, b| a.name.cmp(&b.name));

@@ -2,20 +2,28 @@
 //! our template engine (minijinja), so existing `agent-inject-template-*`
 //! annotations keep working.
 //!
-//! Supported: `with secret "PATH"` (one path per template, the one the
-//! annotation names), `.Data`, `.Data.data.KEY`, `.Data.KEY`,
-//! `.Data.metadata.KEY`, `.LeaseID`, `.LeaseDuration`, `.Renewable`,
-//! `range $k, $v := ...`, `range $v := ...`, `range ...`, `with ...`,
-//! `if`/`else if`/`else`, `$x := ...`, pipelines, and the functions in
-//! [`translate_call`]. Anything else is rejected with a message naming it, so
-//! a pod is denied at admission instead of failing at render time.
+//! Supported: `with secret "PATH" ["k=v" ...]` (any number of them, nested
+//! or not, reading any paths; with parameters it is a write, e.g.
+//! `pki/issue/ROLE`), `$s := secret "PATH"`, `.Data`, `.Data.data.KEY`,
+//! `.Data.KEY`, `.Data.metadata.KEY`, `.LeaseID`, `.LeaseDuration`,
+//! `.Renewable`, `range $k, $v := ...`, `range $v := ...`, `range ...`,
+//! `with ...`, `if`/`else if`/`else`, `$x := ...`, pipelines, and the
+//! functions in [`translate_call`]. Every path is a literal, so the full list
+//! of Vault calls ([`Translated::reads`]) is known at admission, checked by
+//! the cluster policy and handed to the agent. Anything else is rejected with
+//! a message naming it, so a pod is denied at admission instead of failing at
+//! render time.
 //!
 //! Translated templates are rendered with [`register`]: Go's `%v` printing
-//! (`map[k:v]`, `[a b]`, `<no value>`) and the filters they use.
+//! (`map[k:v]`, `[a b]`, `<no value>`) and the filters they use
+//! ([`super::govalue`]).
 
 use base64::Engine as _;
-use minijinja::value::{Value, ValueKind};
+use minijinja::value::{Rest, Value, ValueKind};
 use minijinja::{Environment, Error as JinjaError, ErrorKind};
+
+use super::govalue;
+use crate::contract::ReadSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -42,6 +50,9 @@ pub const MAX_NESTING: usize = 64;
 pub const MAX_ACTIONS: usize = 4096;
 /// Most tokens in one action.
 pub const MAX_ACTION_TOKENS: usize = 1024;
+/// Most distinct Vault calls (`secret` with a path and parameters) in one
+/// template.
+pub const MAX_READS: usize = 64;
 /// Largest translated source, in bytes. The translation is linear in its
 /// input, so this is a guard against a translator defect, not a usual limit.
 pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
@@ -53,8 +64,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Translated {
     /// minijinja source.
     pub source: String,
-    /// Paths named by `with secret "..."` (at most one distinct path).
-    pub secret_path: Option<String>,
+    /// The Vault calls, in the order `reads[i]` refers to them.
+    pub reads: Vec<ReadSpec>,
 }
 
 /// A Go template's action delimiters: `{{`/`}}` unless a pod sets others
@@ -126,7 +137,7 @@ fn translate_inner(src: &str, delims: Delims<'_>, root: Option<&str>) -> Result<
     }
     Ok(Translated {
         source: t.out,
-        secret_path: t.secret_path,
+        reads: t.reads,
     })
 }
 
@@ -154,8 +165,9 @@ impl Block {
 enum Dot {
     /// Outside any `with secret`: consul-template's dot has no fields.
     Nil,
-    /// The secret object of `with secret` (fields Data, LeaseID, ...).
-    Secret,
+    /// The secret object of `with secret` (fields Data, LeaseID, ...), as
+    /// a minijinja expression (`reads[i]`).
+    Secret(String),
     /// Any other value, as a minijinja expression.
     Expr(String),
 }
@@ -165,7 +177,7 @@ struct Translator {
     out: String,
     blocks: Vec<Block>,
     dots: Vec<Dot>,
-    secret_path: Option<String>,
+    reads: Vec<ReadSpec>,
     counter: usize,
     actions: usize,
     left: String,
@@ -370,7 +382,12 @@ impl Translator {
             }
             Tok::Ident(kw) if kw == "with" => {
                 if matches!(tokens.get(1), Some(Tok::Ident(f)) if f == "secret") {
-                    return self.with_secret(&tokens[2..], tl, tr);
+                    return self.with_secret(None, &tokens[2..], tl, tr);
+                }
+                if let [_, Tok::Var(v), Tok::Declare, Tok::Ident(f), rest @ ..] = &tokens[..] {
+                    if f == "secret" {
+                        return self.with_secret(Some(v), rest, tl, tr);
+                    }
                 }
                 let e = self.pipeline(&tokens[1..])?;
                 let var = self.fresh("w");
@@ -405,33 +422,56 @@ impl Translator {
         }
     }
 
-    fn with_secret(&mut self, args: &[Tok], tl: bool, tr: bool) -> Result<()> {
-        if self.blocks.iter().any(|b| matches!(b, Block::WithSecret)) {
-            return Err(Error::Unsupported(
-                "a `with secret` nested in another".into(),
-            ));
-        }
-        let path = match args {
-            [Tok::Str(p)] => p.clone(),
-            [Tok::Str(_), ..] => {
-                return Err(Error::Unsupported(
-                    "`secret` with parameters (a write, e.g. PKI issue)".into(),
-                ))
-            }
-            _ => return Err(Error::Syntax("`with secret` needs one quoted path".into())),
-        };
-        match &self.secret_path {
-            Some(p) if p != &path => {
-                return Err(Error::Unsupported(format!(
-                    "two different secrets ({p:?} and {path:?}) in one template; use one annotation per secret"
-                )))
-            }
-            _ => self.secret_path = Some(path),
-        }
+    /// `with secret "P" ...` / `with $v := secret "P" ...`: a Go `with` on
+    /// a secret is always true once the agent has it, so the block is its
+    /// body with `.` the secret.
+    fn with_secret(&mut self, var: Option<&str>, args: &[Tok], tl: bool, tr: bool) -> Result<()> {
+        let expr = self.secret_call(args)?;
         self.open(Block::WithSecret)?;
-        self.dots.push(Dot::Secret);
-        self.trim_only(tl, tr);
+        self.dots.push(Dot::Secret(expr.clone()));
+        match var {
+            Some(v) => {
+                let v = var_name(v)?;
+                self.stmt(&format!("set {v} = {expr}"), tl, tr);
+            }
+            None => self.trim_only(tl, tr),
+        }
         Ok(())
+    }
+
+    /// Registers the Vault call of `secret "PATH" "k=v"...` (literals only:
+    /// every path must be known at admission) and returns its expression.
+    fn secret_call(&mut self, args: &[Tok]) -> Result<String> {
+        let mut strs = Vec::with_capacity(args.len());
+        for a in args {
+            match a {
+                Tok::Str(s) => strs.push(s.clone()),
+                _ => {
+                    return Err(Error::Unsupported(
+                        "`secret` with a computed path or parameter (every path must be a \
+                         quoted literal, so the cluster policy can check it at admission)"
+                            .into(),
+                    ))
+                }
+            }
+        }
+        let Some((raw_path, params)) = strs.split_first() else {
+            return Err(Error::Syntax("`secret` needs a quoted path".into()));
+        };
+        let read = parse_read(raw_path, params)?;
+        let idx = match self.reads.iter().position(|r| r == &read) {
+            Some(i) => i,
+            None => {
+                if self.reads.len() >= MAX_READS {
+                    return Err(Error::Limit(format!(
+                        "template makes more than {MAX_READS} different `secret` calls"
+                    )));
+                }
+                self.reads.push(read);
+                self.reads.len() - 1
+            }
+        };
+        Ok(format!("reads[{idx}]"))
     }
 
     fn range(&mut self, toks: &[Tok], tl: bool, tr: bool) -> Result<()> {
@@ -480,6 +520,13 @@ impl Translator {
         let operands = split_operands(toks)?;
         let (head, args) = operands.split_first().expect("non-empty command");
         if let [Tok::Ident(name)] = *head {
+            if name == "secret" {
+                if piped.is_some() {
+                    return Err(Error::Unsupported("a value piped into `secret`".into()));
+                }
+                let flat: Vec<Tok> = args.iter().flat_map(|a| a.iter().cloned()).collect();
+                return self.secret_call(&flat);
+            }
             if !matches!(name.as_str(), "true" | "false" | "nil") {
                 let mut a = args
                     .iter()
@@ -537,12 +584,13 @@ impl Translator {
                     ))),
                 }
             }
-            Dot::Secret => match iter.next().map(String::as_str) {
+            Dot::Secret(e) => match iter.next().map(String::as_str) {
+                // Go prints the whole struct, request id included: no two
+                // reads print the same, so nothing could depend on it.
                 None => return Err(Error::Unsupported("the whole secret object `.`".into())),
-                Some("Data") => "secret".to_string(),
-                Some("LeaseID") => "lease.id".to_string(),
-                Some("LeaseDuration") => "lease.duration".to_string(),
-                Some("Renewable") => "lease.renewable".to_string(),
+                Some(f @ ("Data" | "LeaseID" | "LeaseDuration" | "Renewable")) => {
+                    format!("{e}[{}]", jinja_str(f))
+                }
                 Some(other) => {
                     return Err(Error::Unsupported(format!("the secret field `.{other}`")))
                 }
@@ -576,16 +624,48 @@ pub fn translate_call(name: &str, args: &[String]) -> Result<String> {
         Ok(format!("({})|{f}", args[0]))
     };
     match name {
-        "toJSON" => filter("tojson"),
-        "toJSONPretty" => filter("tojson(indent=2)"),
-        "base64Decode" => filter("base64decode"),
-        "base64Encode" => filter("base64encode"),
+        "toJSON" => filter("go_json"),
+        "toJSONPretty" => filter("go_json_pretty"),
+        "toUnescapedJSON" => filter("go_json_unescaped"),
+        "toUnescapedJSONPretty" => filter("go_json_unescaped_pretty"),
+        "toYAML" => filter("go_yaml"),
+        "parseJSON" => filter("go_parse_json"),
+        "base64Decode" | "sprig_b64dec" => filter("base64decode"),
+        "base64Encode" | "sprig_b64enc" => filter("base64encode"),
         "base64URLDecode" => filter("base64urldecode"),
         "base64URLEncode" => filter("base64urlencode"),
-        "toLower" => filter("lower"),
-        "toUpper" => filter("upper"),
-        "trimSpace" => filter("trim"),
-        "len" => filter("length"),
+        "toLower" | "sprig_lower" => filter("go_lower"),
+        "toUpper" | "sprig_upper" => filter("go_upper"),
+        "trimSpace" | "sprig_trim" => filter("go_trim_space"),
+        "len" => filter("go_len"),
+        "printf" => {
+            if args.is_empty() {
+                return Err(Error::Syntax("`printf` needs a format".into()));
+            }
+            Ok(format!("go_printf({})", args.join(", ")))
+        }
+        "print" => Ok(format!("go_print({})", args.join(", "))),
+        "println" => Ok(format!("go_println({})", args.join(", "))),
+        "trimPrefix" | "trimSuffix" => {
+            arity(2)?;
+            let f = if name == "trimPrefix" {
+                "go_trim_prefix"
+            } else {
+                "go_trim_suffix"
+            };
+            Ok(format!("({})|{f}({})", args[1], args[0]))
+        }
+        "replaceAll" => {
+            arity(3)?;
+            Ok(format!(
+                "({})|go_replace({}, {})",
+                args[2], args[0], args[1]
+            ))
+        }
+        "split" => {
+            arity(2)?;
+            Ok(format!("({})|go_split({})", args[1], args[0]))
+        }
         "not" => {
             arity(1)?;
             Ok(format!("(not {})", args[0]))
@@ -600,7 +680,11 @@ pub fn translate_call(name: &str, args: &[String]) -> Result<String> {
                 "gt" => ">",
                 _ => ">=",
             };
-            Ok(format!("({} {op} {})", args[0], args[1]))
+            match name {
+                "eq" => Ok(format!("go_eq({}, {})", args[0], args[1])),
+                "ne" => Ok(format!("(not go_eq({}, {}))", args[0], args[1])),
+                _ => Ok(format!("({} {op} {})", args[0], args[1])),
+            }
         }
         "and" | "or" => {
             if args.len() < 2 {
@@ -630,11 +714,71 @@ pub fn translate_call(name: &str, args: &[String]) -> Result<String> {
             arity(2)?;
             Ok(format!("({} in {})", args[0], args[1]))
         }
-        "secret" => Err(Error::Unsupported(
-            "`secret` outside `with secret \"PATH\"`".into(),
-        )),
+        "secret" => Err(Error::Syntax("`secret` needs a quoted path".into())),
+        "secrets" | "pkiCert" | "writeToFile" | "file" | "env" | "key" | "keyOrDefault" | "ls"
+        | "tree" | "service" | "services" | "caRoots" | "caLeaf" | "executeTemplate" => {
+            Err(Error::Unsupported(format!(
+                "the function `{name}` (see docs/compat.md: it lists Vault, reads \
+                 files or Consul, or writes outside the secrets volume)"
+            )))
+        }
         other => Err(Error::Unsupported(format!("the function `{other}`"))),
     }
+}
+
+/// The Vault call of `secret "PATH?version=N" "k=v"...`, as consul-template
+/// reads it: a `version` query pins a KV v2 version; each parameter is split
+/// at its first `=`.
+fn parse_read(raw_path: &str, params: &[String]) -> Result<ReadSpec> {
+    let (path, query) = match raw_path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (raw_path, None),
+    };
+    let path = path.trim_matches('/');
+    if path.is_empty() {
+        return Err(Error::Syntax("`secret` needs a non-empty path".into()));
+    }
+    if path.split('/').any(|s| s == "." || s == "..")
+        || path.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(Error::Unsupported(format!(
+            "the Vault path {path:?} (`.`/`..` segments, spaces or control characters)"
+        )));
+    }
+    let version = match query {
+        None | Some("") => None,
+        Some(q) => match q.strip_prefix("version=").map(str::parse::<u64>) {
+            Some(Ok(v)) => Some(v),
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "the query {q:?} in a `secret` path (only `version=N` is known)"
+                )))
+            }
+        },
+    };
+    let mut map = std::collections::BTreeMap::new();
+    for p in params {
+        match p.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                map.insert(k.trim().to_string(), v.to_string());
+            }
+            _ => {
+                return Err(Error::Syntax(format!(
+                    "`secret` parameter {p:?} is not of the form key=value"
+                )))
+            }
+        }
+    }
+    if version.is_some() && !map.is_empty() {
+        return Err(Error::Unsupported(
+            "a `version` query on a `secret` call with parameters (a write)".into(),
+        ));
+    }
+    Ok(ReadSpec {
+        path: path.to_string(),
+        version,
+        params: map,
+    })
 }
 
 fn var_name(go: &str) -> Result<String> {
@@ -957,20 +1101,108 @@ fn split_operands(toks: &[Tok]) -> Result<Vec<&[Tok]>> {
 // ---------------------------------------------------------------------------
 
 /// Makes `env` print values the way Go's `text/template` does and adds the
-/// filters translated templates use.
+/// functions translated templates use.
 pub fn register(env: &mut Environment<'_>) {
     // Go keeps a template's final newline.
     env.set_keep_trailing_newline(true);
     env.set_formatter(|out, _state, value| {
-        if value.is_undefined() {
-            out.write_str("<no value>")
-                .map_err(|e| JinjaError::new(ErrorKind::WriteFailure, e.to_string()))
+        // text/template prints a missing key and a nil alike: `<no value>`
+        // (inside a printed map or list a nil is `<nil>`).
+        let text = if value.is_undefined() || value.is_none() {
+            "<no value>".to_string()
         } else {
-            out.write_str(&go_format(value))
-                .map_err(|e| JinjaError::new(ErrorKind::WriteFailure, e.to_string()))
-        }
+            govalue::format_v(value)
+        };
+        out.write_str(&text)
+            .map_err(|e| JinjaError::new(ErrorKind::WriteFailure, e.to_string()))
     });
     register_filters(env);
+    env.add_filter("go_json", |v: Value| govalue::to_json(&v, false, true));
+    env.add_filter("go_json_pretty", |v: Value| {
+        govalue::to_json(&v, true, true)
+    });
+    env.add_filter("go_json_unescaped", |v: Value| {
+        govalue::to_json(&v, false, false)
+    });
+    env.add_filter("go_json_unescaped_pretty", |v: Value| {
+        govalue::to_json(&v, true, false)
+    });
+    env.add_filter("go_yaml", |v: Value| govalue::to_yaml(&v));
+    env.add_filter("go_parse_json", |s: String| govalue::parse_json(&s));
+    env.add_filter("go_lower", |v: Value| go_text(&v).to_lowercase());
+    env.add_filter("go_upper", |v: Value| go_text(&v).to_uppercase());
+    env.add_filter("go_trim_space", |v: Value| go_text(&v).trim().to_string());
+    env.add_filter(
+        "go_len",
+        |v: Value| -> std::result::Result<Value, JinjaError> {
+            if let Some(n) = v.downcast_object_ref::<govalue::GoNumber>() {
+                return Ok(Value::from(n.0.len()));
+            }
+            match v.kind() {
+                // Go's len counts bytes.
+                ValueKind::String => Ok(Value::from(
+                    govalue::text_to_bytes(v.as_str().unwrap_or_default()).len(),
+                )),
+                _ => v.len().map(Value::from).ok_or_else(|| {
+                    JinjaError::new(
+                        ErrorKind::InvalidOperation,
+                        "len of a value without a length",
+                    )
+                }),
+            }
+        },
+    );
+    env.add_filter("go_trim_prefix", |v: Value, p: Value| {
+        let s = go_text(&v);
+        let p = go_text(&p);
+        s.strip_prefix(p.as_str()).unwrap_or(&s).to_string()
+    });
+    env.add_filter("go_trim_suffix", |v: Value, p: Value| {
+        let s = go_text(&v);
+        let p = go_text(&p);
+        s.strip_suffix(p.as_str()).unwrap_or(&s).to_string()
+    });
+    env.add_filter("go_replace", |v: Value, old: Value, new: Value| {
+        go_text(&v).replace(&go_text(&old), &go_text(&new))
+    });
+    env.add_filter("go_split", |v: Value, sep: Value| {
+        let s = go_text(&v);
+        let sep = go_text(&sep);
+        let parts: Vec<Value> = if sep.is_empty() {
+            s.chars().map(|c| Value::from(c.to_string())).collect()
+        } else {
+            s.split(sep.as_str()).map(Value::from).collect()
+        };
+        Value::from(parts)
+    });
+    env.add_function("go_printf", |format: Value, args: Rest<Value>| {
+        govalue::sprintf(&go_text(&format), &args)
+    });
+    env.add_function("go_print", |args: Rest<Value>| {
+        // fmt.Sprint: spaces only between operands that are not strings.
+        let mut out = String::new();
+        for (i, a) in args.iter().enumerate() {
+            let is_str = |v: &Value| v.kind() == ValueKind::String;
+            if i > 0 && !is_str(a) && !is_str(&args[i - 1]) {
+                out.push(' ');
+            }
+            out.push_str(&govalue::format_v(a));
+        }
+        out
+    });
+    env.add_function("go_println", |args: Rest<Value>| {
+        let parts: Vec<String> = args.iter().map(govalue::format_v).collect();
+        format!("{}\n", parts.join(" "))
+    });
+    env.add_function("go_eq", |a: Value, b: Value| govalue::equal(&a, &b));
+}
+
+/// A string or json.Number as Go text; anything else as `%v` prints it.
+fn go_text(v: &Value) -> String {
+    match v.as_str() {
+        Some(s) => s.to_string(),
+        None => govalue::format_v(v),
+    }
 }
 
 /// Most minijinja instructions one render may execute. Rendering a
@@ -988,16 +1220,16 @@ pub fn register_filters(env: &mut Environment<'_>) {
     // values; it must never be on.
     env.set_debug(false);
     env.add_filter("base64decode", |s: String| {
-        decode_utf8(base64::engine::general_purpose::STANDARD.decode(s.trim()))
+        decode_base64(&s, &base64::engine::general_purpose::STANDARD)
     });
     env.add_filter("base64urldecode", |s: String| {
-        decode_utf8(base64::engine::general_purpose::URL_SAFE.decode(s.trim()))
+        decode_base64(&s, &base64::engine::general_purpose::URL_SAFE)
     });
     env.add_filter("base64encode", |s: String| {
-        base64::engine::general_purpose::STANDARD.encode(s)
+        base64::engine::general_purpose::STANDARD.encode(govalue::text_to_bytes(&s))
     });
     env.add_filter("base64urlencode", |s: String| {
-        base64::engine::general_purpose::URL_SAFE.encode(s)
+        base64::engine::general_purpose::URL_SAFE.encode(govalue::text_to_bytes(&s))
     });
     env.add_filter("go_title", go_title);
     env.add_filter("go_urlquery", go_urlquery);
@@ -1005,22 +1237,22 @@ pub fn register_filters(env: &mut Environment<'_>) {
     env.add_filter("go_values", go_values);
 }
 
-fn decode_utf8(
-    r: std::result::Result<Vec<u8>, base64::DecodeError>,
+/// Go's `base64.StdEncoding.DecodeString` (or URL): `\r` and `\n` are
+/// skipped anywhere, padding is required. The result is bytes, carried as
+/// text by [`govalue::bytes_to_text`]: a keystore is not UTF-8.
+fn decode_base64(
+    s: &str,
+    engine: &base64::engine::GeneralPurpose,
 ) -> std::result::Result<String, JinjaError> {
+    let cleaned: String = s.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
     // The error never quotes the input: it is a secret.
-    let bytes = r.map_err(|_| {
+    let bytes = engine.decode(cleaned).map_err(|_| {
         JinjaError::new(
             ErrorKind::InvalidOperation,
             "base64Decode: value is not valid base64",
         )
     })?;
-    String::from_utf8(bytes).map_err(|_| {
-        JinjaError::new(
-            ErrorKind::InvalidOperation,
-            "base64Decode: decoded value is not UTF-8 text",
-        )
-    })
+    Ok(govalue::bytes_to_text(&bytes))
 }
 
 /// Sprig's `title` (Go's `strings.Title`): the first letter of every word
@@ -1101,30 +1333,7 @@ fn go_values(v: Value) -> std::result::Result<Value, JinjaError> {
 
 /// Go's `%v` for the JSON-shaped values Vault returns.
 pub fn go_format(v: &Value) -> String {
-    match v.kind() {
-        ValueKind::Undefined => "<no value>".into(),
-        ValueKind::None => "<nil>".into(),
-        ValueKind::Map => {
-            let mut keys: Vec<Value> = v.try_iter().map(|i| i.collect()).unwrap_or_default();
-            keys.sort();
-            let parts: Vec<String> = keys
-                .iter()
-                .map(|k| {
-                    let val = v.get_item(k).unwrap_or_default();
-                    format!("{}:{}", go_format(k), go_format(&val))
-                })
-                .collect();
-            format!("map[{}]", parts.join(" "))
-        }
-        ValueKind::Seq => {
-            let parts: Vec<String> = v
-                .try_iter()
-                .map(|i| i.map(|x| go_format(&x)).collect())
-                .unwrap_or_default();
-            format!("[{}]", parts.join(" "))
-        }
-        _ => v.to_string(),
-    }
+    govalue::format_v(v)
 }
 
 #[cfg(test)]
@@ -1141,8 +1350,8 @@ mod tests {
         env.get_template("t")
             .unwrap()
             .render(json!({
-                "secret": secret,
-                "lease": {"id": "database/creds/app/abc", "duration": 3600, "renewable": true}
+                "reads": [{"Data": secret, "LeaseID": "database/creds/app/abc",
+                           "LeaseDuration": 3600, "Renewable": true}],
             }))
             .unwrap_or_else(|e| panic!("render {:?}: {e}", t.source))
     }
@@ -1160,7 +1369,8 @@ mod tests {
             "data: map[b64:aGVsbG8= password:s3cr3t username:app]\nmetadata: map[version:3]\n"
         );
         let t = translate(tpl).unwrap();
-        assert_eq!(t.secret_path.as_deref(), Some("secret/data/web"));
+        assert_eq!(t.reads.len(), 1);
+        assert_eq!(t.reads[0].path, "secret/data/web");
     }
 
     #[test]
@@ -1179,11 +1389,14 @@ mod tests {
         let tpl =
             r#"{{ literal }} [[ with secret "db/creds/app" ]]u=[[ .Data.username ]][[ end ]]"#;
         let t = translate_with(tpl, d).unwrap();
-        assert_eq!(t.secret_path.as_deref(), Some("db/creds/app"));
+        assert_eq!(
+            t.reads.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+            ["db/creds/app"]
+        );
         let mut env = Environment::new();
         register(&mut env);
         let out = env
-            .render_str(&t.source, json!({"secret": {"username": "v-1"}}))
+            .render_str(&t.source, json!({"reads": [{"Data": {"username": "v-1"}}]}))
             .unwrap();
         assert_eq!(out, "{{ literal }} u=v-1");
         // Go's delimiters are plain text then.
@@ -1271,6 +1484,51 @@ postgresql://{{ .Data.username }}:{{ .Data.password }}@postgres:5432/wizard
     }
 
     #[test]
+    fn every_secret_call_is_a_read_found_at_translation() {
+        let t = translate(
+            r#"{{ with secret "database/creds/app" }}{{ .Data.username }}{{ end }}
+{{ with secret "/kv/data/app/" }}{{ with secret "pki/issue/web" "common_name=a.example.com" "ttl=60s" "alt_names=b=c" }}{{ .Data.certificate }}{{ end }}{{ end }}
+{{ $s := secret "database/creds/app" }}{{ $s.Data.password }}{{ with $v := secret "kv/app?version=2" }}{{ $v.Data.x }}{{ .Data.x }}{{ end }}"#,
+        )
+        .unwrap();
+        let read = |path: &str, version: Option<u64>, params: &[(&str, &str)]| ReadSpec {
+            path: path.into(),
+            version,
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        assert_eq!(
+            t.reads,
+            vec![
+                read("database/creds/app", None, &[]),
+                read("kv/data/app", None, &[]),
+                read(
+                    "pki/issue/web",
+                    None,
+                    &[
+                        ("alt_names", "b=c"),
+                        ("common_name", "a.example.com"),
+                        ("ttl", "60s")
+                    ]
+                ),
+                read("kv/app", Some(2), &[]),
+            ],
+            "the same call twice is one read"
+        );
+        assert!(t.source.contains("reads[0]") && t.source.contains("reads[3]"));
+        let many: String = (0..=MAX_READS)
+            .map(|i| format!("{{{{ with secret \"kv/{i}\" }}}}{{{{ end }}}}"))
+            .collect();
+        let err = translate(&many).unwrap_err().to_string();
+        assert!(
+            err.contains("more than 64 different `secret` calls"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn missing_keys_print_no_value_like_go() {
         let tpl = r#"{{ with secret "secret/data/web" }}[{{ .Data.data.nope }}]{{ end }}"#;
         assert_eq!(render(tpl, kv2()), "[<no value>]");
@@ -1289,17 +1547,16 @@ postgresql://{{ .Data.username }}:{{ .Data.password }}@postgres:5432/wizard
     fn unsupported_forms_are_named() {
         let cases = [
             (
-                "{{ with secret \"a\" }}{{ with secret \"a\" }}{{ end }}{{ end }}",
-                "nested",
+                "{{ with secret (printf \"secret/%s\" \"a\") }}{{ end }}",
+                "computed path",
             ),
+            ("{{ range secrets \"secret/\" }}{{ end }}", "`secrets`"),
             (
-                "{{ with secret \"a\" }}{{ end }}{{ with secret \"b\" }}{{ end }}",
-                "two different secrets",
+                "{{ with secret \"pki/issue/x\" \"common_name\" }}{{ end }}",
+                "key=value",
             ),
-            (
-                "{{ with secret \"pki/issue/x\" \"common_name=a\" }}{{ end }}",
-                "parameters",
-            ),
+            ("{{ with secret \"a?foo=1\" }}{{ end }}", "query"),
+            ("{{ with secret \"a/../sys\" }}{{ end }}", "`..`"),
             (
                 "{{ with secret \"a\" }}{{ .Data.x | sprig_thing }}{{ end }}",
                 "`sprig_thing`",
@@ -1307,8 +1564,8 @@ postgresql://{{ .Data.username }}:{{ .Data.password }}@postgres:5432/wizard
             ("{{ .Data.x }}", "outside `with secret"),
             ("{{ template \"x\" }}", "`template`"),
             (
-                "{{ with secret \"a\" }}{{ printf \"%s\" .Data.x }}{{ end }}",
-                "`printf`",
+                "{{ with secret \"a\" }}{{ .Data.x | writeToFile \"/x\" \"\" \"\" \"0644\" }}{{ end }}",
+                "`writeToFile`",
             ),
         ];
         for (tpl, want) in cases {
@@ -1583,7 +1840,7 @@ postgresql://{{ .Data.username }}:{{ .Data.password }}@postgres:5432/wizard
         let err = env
             .get_template("t")
             .unwrap()
-            .render(json!({"secret": {"x": "TOPSECRET!!"}}))
+            .render(json!({"reads": [{"Data": {"x": "TOPSECRET!!"}}]}))
             .unwrap_err();
         let msg = format!("{err:#}");
         assert!(!msg.contains("TOPSECRET"), "{msg}");

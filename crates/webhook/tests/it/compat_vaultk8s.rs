@@ -138,10 +138,13 @@ const CASES: &[Case] = &[
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}{{ .Data.data | toJSON }}{{ end }}", None),
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}{{ .Data.data.cert | base64Decode }}{{ end }}", None),
     ("agent-inject-template-db", "static text, no secret", None),
-    ("agent-inject-template-db", "{{ with secret \"secret/data/other\" }}{{ end }}", Some("one secret per annotation")),
+    // A template reads any paths, as in vault-k8s; each is policy-checked.
+    ("agent-inject-template-db", "{{ with secret \"secret/data/other\" }}{{ .Data.data.x }}{{ end }}", None),
+    ("agent-inject-template-db", "{{ with secret (printf \"secret/%s\" \"x\") }}{{ end }}", Some("computed path")),
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}", Some("unclosed")),
     ("agent-inject-template-db", "{{ with secret \"secret/data/db\" }}{{ .Data.x | sha256Hex }}{{ end }}", Some("`sha256Hex`")),
-    ("agent-inject-template-db", "{{ with secret \"pki/issue/web\" \"common_name=x\" }}{{ end }}", Some("parameters")),
+    ("agent-inject-template-db", "{{ with secret \"pki/issue/web\" \"common_name=x\" }}{{ .Data.certificate }}{{ end }}", None),
+    ("agent-inject-template-db", "{{ with secret \"pki/issue/web\" \"common_name\" }}{{ end }}", Some("key=value")),
     ("agent-inject-template-db", "{{ template \"x\" }}", Some("`template`")),
     // A template-only secret.
     ("agent-inject-template-nope", "x", None),
@@ -152,6 +155,7 @@ const CASES: &[Case] = &[
     ("agent-template-left-delim-db", "[[[[[[[[[[[[[[[[[[", Some("more than 16 bytes")),
     ("agent-template-right-delim-db", "", None),
     ("agent-template-left-delim-zz", "[[", Some("warn:there is no")),
+    ("agent-inject-file-nope", "x", Some("warn:there is no vault.hashicorp.com/agent-inject-secret-nope")),
     // Secrets.
     ("agent-inject-secret-", "secret/x", Some("warn:no secret name")),
     ("agent-inject-secret", "secret/x", Some("warn:not a vault-k8s annotation")),

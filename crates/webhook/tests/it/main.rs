@@ -8,6 +8,7 @@ mod compat_bankvaults;
 mod compat_openbao;
 mod compat_validation;
 mod compat_vaultk8s;
+mod differential;
 mod e2e;
 mod hostile_annotations;
 mod lint;
