@@ -4,7 +4,7 @@ TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 CARGO ?= cargo
 
-.PHONY: all build tools test lint-rust unit chart-test demo bench-webhook bench-agent e2e clean
+.PHONY: all build tools test lint-rust unit chart-test image test-image demo bench-webhook bench-agent e2e clean
 
 all: build
 
@@ -23,6 +23,17 @@ export PROPTEST_RNG_SEED ?= 20261201
 test: tools lint-rust
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	@if [ -x scripts/test-chart.sh ]; then scripts/test-chart.sh; fi
+	@CARGO=$(CARGO) scripts/test-image.sh
+
+## The image, without Docker: static binaries, target/image/vault-injector.oci.tar
+## (docker/podman load, kind load image-archive, ctr import), the SBOM
+## target/image/vault-injector.cdx.json. IMAGE_REPOSITORY and IMAGE_TAG name it.
+image:
+	@CARGO=$(CARGO) scripts/build-image.sh
+
+## Builds the image and runs it in fresh namespaces (root; docs/install.md).
+test-image: tools
+	@CARGO=$(CARGO) scripts/test-image.sh
 
 lint-rust:
 	$(CARGO) fmt --all -- --check

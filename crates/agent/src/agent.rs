@@ -307,8 +307,7 @@ impl Agent {
         // A restarted container keeps its memory volume: readiness must be
         // earned again by this process.
         let _ = std::fs::remove_file(state_dir.join(READY_FILE));
-        let vault = Vault::new(&cfg.vault, &state_dir.join("vault-ca.pem"))
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let vault = Vault::new(&cfg.vault).map_err(|e| Error::Config(e.to_string()))?;
         let now = Instant::now();
         let mut sources: Vec<Source> = Vec::new();
         let mut deps = Vec::with_capacity(cfg.secrets.len());

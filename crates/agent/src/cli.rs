@@ -5,10 +5,19 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `--version` of both binaries: the release and the git revision it was
+/// built from (`build.rs`), e.g. `0.1.0 (3f2a9c1d0e4b)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("VAULT_INJECTOR_REVISION"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "vault-injector-agent",
-    version,
+    version = VERSION,
     about = "The in-pod agent of vault-injector"
 )]
 pub struct Cli {

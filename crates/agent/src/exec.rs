@@ -196,9 +196,8 @@ async fn resolve(
     cfg: &AgentConfig,
     wanted: &[Wanted],
     token_file: &Path,
-    ca_file: &Path,
 ) -> Result<Vec<(String, String)>, Error> {
-    let mut vault = Vault::new(&cfg.vault, ca_file).map_err(Error::Client)?;
+    let mut vault = Vault::new(&cfg.vault).map_err(Error::Client)?;
     let who = |secret: Option<&str>, path: Option<&str>| AgentAudit {
         namespace: cfg.pod.namespace.clone(),
         pod: cfg.pod.name.clone(),
@@ -359,14 +358,12 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
             cfg.vault.address = addr;
         }
         let token_file = token_file.unwrap_or_else(|| PathBuf::from(SA_TOKEN_PATH));
-        let ca_file = std::env::temp_dir().join("vault-injector-ca.pem");
         if let Some(restart) = cfg.env_restart.clone() {
             return supervise::run(
                 supervise::Job {
                     cfg,
                     wanted,
                     token_file,
-                    ca_file,
                     program: program.clone(),
                     args: program_args.to_vec(),
                 },
@@ -376,7 +373,7 @@ pub fn run(args: ExecArgs) -> anyhow::Result<ExitCode> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        match rt.block_on(resolve(&cfg, &wanted, &token_file, &ca_file)) {
+        match rt.block_on(resolve(&cfg, &wanted, &token_file)) {
             Ok(values) => {
                 largest = values
                     .iter()

@@ -129,7 +129,12 @@ impl Default for AgentDefaults {
         use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
         let q = |s: &str| Quantity(s.to_string());
         Self {
-            image: "ghcr.io/vault-injector/vault-injector:0.1.0".into(),
+            // The image `make image` builds for this very version.
+            image: concat!(
+                "ghcr.io/vault-injector/vault-injector:",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into(),
             image_pull_policy: "IfNotPresent".into(),
             resources: k8s_openapi::api::core::v1::ResourceRequirements {
                 requests: Some(BTreeMap::from([

@@ -335,7 +335,8 @@ pub enum Reload {
         #[serde(default)]
         process: Option<String>,
     },
-    /// Run a command (through `/bin/sh -c`).
+    /// Run a command: split into words and executed directly, or through
+    /// `/bin/sh -c` when it uses shell syntax and the agent has a shell.
     Command { command: String },
 }
 

@@ -296,28 +296,41 @@ fn exact_data(text: &str, at: &[&str], op: &str) -> Result<Option<BTreeMap<Strin
 }
 
 impl Vault {
-    /// Builds a client. `ca_file` is where an inline CA bundle is written so
-    /// vaultrs can load it (the agent's state dir).
-    pub fn new(conn: &VaultConnection, ca_file: &Path) -> Result<Self> {
+    /// Builds a client. An inline CA bundle (`vault.caPem`) stays in memory:
+    /// `exec` runs in application containers that may have nowhere to write
+    /// (a scratch image without /tmp, a read-only root filesystem).
+    pub fn new(conn: &VaultConnection) -> Result<Self> {
         validate_address(&conn.address)?;
-        let mut ca_certs = Vec::new();
-        if let Some(pem) = conn.ca_pem.as_deref().filter(|p| !p.trim().is_empty()) {
-            std::fs::write(ca_file, pem).map_err(|source| Error::File {
-                what: "CA bundle destination",
-                path: ca_file.to_owned(),
-                source,
-            })?;
-            ca_certs.push(ca_file.to_string_lossy().into_owned());
-        }
+        let timeout = Duration::from_secs(15);
         let mut b = VaultClientSettingsBuilder::default();
         b.address(&conn.address)
             .token(String::new())
-            .ca_certs(ca_certs)
+            .ca_certs(Vec::new())
             .verify(!conn.tls_skip_verify)
-            .timeout(Some(Duration::from_secs(15)))
+            .timeout(Some(timeout))
             .namespace(conn.namespace.clone().filter(|n| !n.is_empty()));
         let settings = b.build().map_err(|e| Error::Client(e.to_string()))?;
-        let client = VaultClient::new(settings).map_err(|e| Error::Client(chain(&e)))?;
+        let mut client = VaultClient::new(settings).map_err(|e| Error::Client(chain(&e)))?;
+        if let Some(pem) = conn.ca_pem.as_deref().filter(|p| !p.trim().is_empty()) {
+            // vaultrs reads CA bundles only from files (and only the first
+            // certificate of each): the same HTTP client, built here with
+            // every certificate of the bundle from memory.
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| Error::Client(format!("vault.caPem: {}", chain(&e))))?;
+            if certs.is_empty() {
+                return Err(Error::Client("vault.caPem holds no PEM certificate".into()));
+            }
+            let mut http = reqwest::Client::builder()
+                .use_rustls_tls()
+                .timeout(timeout)
+                .danger_accept_invalid_certs(conn.tls_skip_verify);
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+            let http = http.build().map_err(|e| Error::Client(chain(&e)))?;
+            client.http =
+                rustify::clients::reqwest::Client::new(client.settings.address.as_str(), http);
+        }
         Ok(Self {
             client,
             addr: conn.address.trim_end_matches('/').to_string(),

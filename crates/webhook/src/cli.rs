@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "vault-injector",
-    version,
+    version = vault_injector_agent::cli::VERSION,
     about = "Inject secrets from Vault/OpenBao into Kubernetes pods"
 )]
 pub struct Cli {
@@ -27,6 +27,8 @@ pub enum Command {
     Certs(crate::certs::CertsArgs),
     /// Check every injector annotation in a tree of manifests (CI).
     Lint(crate::lint::LintArgs),
+    /// Check a running webhook with a dry-run AdmissionReview (`helm test`).
+    CheckWebhook(crate::check::CheckArgs),
     /// The agent's commands (`agent`, `probe`, `exec`, `copy-self`), kept
     /// for pods injected by versions that ran them from this binary.
     #[command(flatten)]
@@ -46,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Mutate(args) => crate::manifests::run_mutate(args),
         Command::Certs(args) => crate::certs::run(args),
         Command::Lint(args) => crate::lint::run(args),
+        Command::CheckWebhook(args) => crate::check::run(args),
         Command::AgentSide(command) => vault_injector_agent::cli::run(command),
     };
     vault_injector_agent::cli::report(result)

@@ -11,6 +11,7 @@ pub mod admission;
 mod audit_sink;
 pub mod autotls;
 pub mod certs;
+mod check;
 pub mod cli;
 mod events;
 pub mod gate;

@@ -1,5 +1,11 @@
 //! Telling the app that a secret changed: a signal to named processes in the
 //! pod's shared process namespace, or a command.
+//!
+//! The shipped image has no shell, so a command is split into words the way
+//! `sh` would split it and executed directly. Only a command that really uses
+//! shell syntax (pipes, `$`, redirections, globs, builtins...) goes through
+//! `/bin/sh -c`, and then only if the agent's image has one; otherwise it
+//! fails with an error that says why.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -24,8 +30,26 @@ pub enum Error {
         pid: i32,
         source: nix::Error,
     },
-    #[error("running reload command: {0}")]
-    Spawn(std::io::Error),
+    #[error("running reload command {program:?}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "reload command {program:?} not found (the agent image holds only vault-injector and \
+         vault-injector-agent: use an absolute path to a program on a volume the agent mounts, \
+         or reload with a signal)"
+    )]
+    NotFound { program: String },
+    #[error(
+        "reload command needs a shell ({0}) and the agent's image has no /bin/sh: write a plain \
+         command (words, quotes and backslashes only), or reload with a signal"
+    )]
+    NoShell(String),
+    #[error("reload command is empty or has an unterminated quote")]
+    Unparsable,
+    #[error("reload command is longer than {MAX_COMMAND_LEN} bytes")]
+    TooLong,
     #[error("reload command exited with {0}")]
     Command(std::process::ExitStatus),
 }
@@ -133,15 +157,161 @@ pub fn send_signal(signal: &str, process: Option<&str>) -> Result<usize> {
     Ok(pids.len())
 }
 
-/// Runs `command` through `/bin/sh -c` and waits for it.
+/// How a command line runs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invocation {
+    /// Plain words: executed directly (PATH lookup for a bare name).
+    Direct(Vec<String>),
+    /// Shell syntax, named for the error when there is no shell.
+    Shell(String),
+}
+
+/// Words that only a shell understands as the first word: keywords and
+/// builtins with no program of the same name.
+const SHELL_ONLY: &[&str] = &[
+    "!", "{", "}", "if", "then", "else", "elif", "fi", "case", "esac", "for", "while", "until",
+    "do", "done", ".", ":", "break", "continue", "eval", "exec", "exit", "export", "readonly",
+    "return", "set", "shift", "times", "trap", "unset", "cd", "alias", "umask", "wait", "source",
+    "function", "[[",
+];
+
+/// Longest command line split; a reload command is pod-author text.
+const MAX_COMMAND_LEN: usize = 64 * 1024;
+
+/// Splits `command` into words as POSIX `sh` does for a simple command
+/// (blanks, single quotes, double quotes, backslashes), or reports the
+/// first shell construct it uses.
+pub fn plan(command: &str) -> Result<Invocation> {
+    if command.len() > MAX_COMMAND_LEN {
+        return Err(Error::TooLong);
+    }
+    let shell = |what: &str| Ok(Invocation::Shell(what.to_string()));
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    // A word exists once anything (even an empty quote) was read.
+    let mut in_word = false;
+    let mut chars = command.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\n' => return shell("a newline"),
+            '\\' => match chars.next() {
+                // A backslash-newline joins lines in sh.
+                Some('\n') => {}
+                Some(n) => {
+                    word.push(n);
+                    in_word = true;
+                }
+                None => return Err(Error::Unparsable),
+            },
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(n) => word.push(n),
+                        None => return Err(Error::Unparsable),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('$') => return shell("`$` expansion"),
+                        Some('`') => return shell("command substitution"),
+                        Some('\\') => match chars.next() {
+                            Some(n @ ('$' | '`' | '"' | '\\')) => word.push(n),
+                            Some('\n') => {}
+                            Some(n) => {
+                                word.push('\\');
+                                word.push(n);
+                            }
+                            None => return Err(Error::Unparsable),
+                        },
+                        Some(n) => word.push(n),
+                        None => return Err(Error::Unparsable),
+                    }
+                }
+            }
+            '|' | '&' | ';' | '<' | '>' | '(' | ')' => return shell(&format!("`{c}`")),
+            '$' => return shell("`$` expansion"),
+            '`' => return shell("command substitution"),
+            '*' | '?' | '[' => return shell(&format!("the glob `{c}`")),
+            '~' if !in_word => return shell("`~` expansion"),
+            '#' if !in_word => return shell("a `#` comment"),
+            '=' if words.is_empty() && !word.is_empty() && is_name(&word) => {
+                return shell("a variable assignment")
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    match words.first() {
+        None => Err(Error::Unparsable),
+        Some(first) if SHELL_ONLY.contains(&first.as_str()) => {
+            shell(&format!("the shell builtin `{first}`"))
+        }
+        Some(_) => Ok(Invocation::Direct(words)),
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    let mut cs = s.chars();
+    cs.next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && cs.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// The shell a shell-syntax command needs; absent from the shipped image.
+const SHELL: &str = "/bin/sh";
+
+/// Runs `command` (see [`plan`]) and waits for it.
 pub async fn run_command(command: &str) -> Result<()> {
-    let status = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
+    run_command_with(command, Path::new(SHELL)).await
+}
+
+async fn run_command_with(command: &str, shell: &Path) -> Result<()> {
+    let mut cmd = match plan(command)? {
+        Invocation::Direct(words) => {
+            let mut cmd = tokio::process::Command::new(&words[0]);
+            cmd.args(&words[1..]);
+            cmd
+        }
+        Invocation::Shell(what) => {
+            if !shell.exists() {
+                return Err(Error::NoShell(what));
+            }
+            let mut cmd = tokio::process::Command::new(shell);
+            cmd.arg("-c").arg(command);
+            cmd
+        }
+    };
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    let status = cmd
         .stdin(std::process::Stdio::null())
         .status()
         .await
-        .map_err(Error::Spawn)?;
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                program: program.clone(),
+            },
+            _ => Error::Spawn {
+                program: program.clone(),
+                source,
+            },
+        })?;
     if status.success() {
         Ok(())
     } else {
@@ -241,5 +411,98 @@ mod tests {
             run_command("exit 3").await,
             Err(Error::Command(_))
         ));
+        assert!(matches!(run_command("false").await, Err(Error::Command(_))));
+    }
+
+    fn direct(words: &[&str]) -> Invocation {
+        Invocation::Direct(words.iter().map(|w| w.to_string()).collect())
+    }
+
+    #[test]
+    fn plain_commands_split_like_sh() {
+        for (line, words) in [
+            ("touch /vault/x", &["touch", "/vault/x"][..]),
+            ("  a   b\tc  ", &["a", "b", "c"]),
+            ("a 'b c' \"d e\" f\\ g", &["a", "b c", "d e", "f g"]),
+            ("a '' \"\"", &["a", "", ""]),
+            (
+                "a 'x\"y' \"x'y\" \"q\\\"\\\\\\$\"",
+                &["a", "x\"y", "x'y", "q\"\\$"],
+            ),
+            ("a \"\\n\"", &["a", "\\n"]),
+            ("a b#c d=e", &["a", "b#c", "d=e"]),
+            ("kill -HUP 1", &["kill", "-HUP", "1"]),
+            ("a\\\nb", &["ab"]),
+        ] {
+            assert_eq!(plan(line).unwrap(), direct(words), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn shell_syntax_is_recognised() {
+        for line in [
+            "kill -HUP $(pidof nginx)",
+            "a | b",
+            "a && b",
+            "a; b",
+            "a > f",
+            "a < f",
+            "echo $HOME",
+            "echo \"$HOME\"",
+            "echo `id`",
+            "ls *.pem",
+            "ls ?",
+            "ls [ab]",
+            "cd ~",
+            "a # comment",
+            "X=1 app",
+            "exit 3",
+            "if true; then :; fi",
+            "a\nb",
+            "(a)",
+        ] {
+            assert!(
+                matches!(plan(line), Ok(Invocation::Shell(_))),
+                "{line:?}: {:?}",
+                plan(line)
+            );
+        }
+        for line in ["", "   ", "a 'b", "a \"b", "a \\"] {
+            assert!(matches!(plan(line), Err(Error::Unparsable)), "{line:?}");
+        }
+        assert!(matches!(
+            plan(&"a ".repeat(MAX_COMMAND_LEN)),
+            Err(Error::TooLong)
+        ));
+    }
+
+    #[tokio::test]
+    async fn plain_commands_run_without_a_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let no_shell = dir.path().join("no-sh");
+        let marker = dir.path().join("a b");
+        let line = format!("touch '{}'", marker.display());
+        run_command_with(&line, &no_shell).await.unwrap();
+        assert!(marker.exists());
+
+        let err = run_command_with("touch $HOME/x", &no_shell)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NoShell(_)), "{err}");
+        assert!(err.to_string().contains("`$` expansion"), "{err}");
+        assert!(err.to_string().contains("no /bin/sh"), "{err}");
+
+        let err = run_command_with("no-such-program-vi x", &no_shell)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("no-such-program-vi"), "{err}");
+
+        // With a shell present, shell syntax still works as before.
+        let out = dir.path().join("out");
+        run_command(&format!("echo x | cat > '{}'", out.display()))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(out).unwrap(), "x\n");
     }
 }

@@ -36,7 +36,6 @@ pub(super) struct Job {
     pub cfg: AgentConfig,
     pub wanted: Vec<Wanted>,
     pub token_file: PathBuf,
-    pub ca_file: PathBuf,
     pub program: OsString,
     pub args: Vec<OsString>,
 }
@@ -348,7 +347,7 @@ fn spawn(job: &Job, values: &[(String, String)]) -> std::io::Result<Pid> {
 
 async fn supervise(job: Job, stop: Signal, grace: Duration) -> u8 {
     let mut r = Resolver {
-        vault: match Vault::new(&job.cfg.vault, &job.ca_file) {
+        vault: match Vault::new(&job.cfg.vault) {
             Ok(v) => v,
             Err(e) => {
                 eprintln!("vault-injector exec: vault client: {e}");

@@ -71,10 +71,6 @@ fn bao_binary() -> Option<PathBuf> {
 /// documented choice (docs/compat.md) or work left to another issue.
 const KNOWN: &[(&str, &str)] = &[
     (
-        "006",
-        "denied by design: agent-extra-secret (a Kubernetes Secret mounted into the agent) is operator-only",
-    ),
-    (
         "007",
         "denied by design: pkiCert + writeToFile writes outside the secrets volume",
     ),
@@ -87,32 +83,12 @@ const KNOWN: &[(&str, &str)] = &[
         "denied by design: agent-inject-token (the token stays in the agent's volume)",
     ),
     (
-        "015",
-        "secret-volume-path-NAME: issue 12 part B (annotations)",
-    ),
-    (
         "021",
         "denied: `secrets` (LIST) and a computed `secret` path cannot be checked at admission",
     ),
     (
         "023",
         "denied: pkiCert (consul-template keeps the certificate on disk between renders)",
-    ),
-    (
-        "027",
-        "secret-volume-path-NAME: issue 12 part B (annotations)",
-    ),
-    (
-        "035",
-        "secret-volume-path-NAME: issue 12 part B (annotations)",
-    ),
-    (
-        "036",
-        "agent-template-left/right-delim-NAME: issue 12 part B (annotations)",
-    ),
-    (
-        "037",
-        "agent-template-left/right-delim-NAME: issue 12 part B (annotations)",
     ),
 ];
 
@@ -544,6 +520,19 @@ fn files_under(dir: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
                     .map(|m| m.permissions().mode() & 0o777)
                     .unwrap_or(0);
                 let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                // A `secret-volume-path-NAME` file is written to
+                // `.volume-path-N/` of the secrets volume, which the pod
+                // mounts (subPath) at that path: the app sees FILE there,
+                // as it sees Vault Agent's, so compare it under that name.
+                let rel = match rel.split_once('/') {
+                    Some((d, rest))
+                        if d.strip_prefix(".volume-path-")
+                            .is_some_and(|n| n.parse::<u32>().is_ok()) =>
+                    {
+                        rest.to_string()
+                    }
+                    _ => rel,
+                };
                 out.insert(rel, (bytes, mode));
             }
         }
