@@ -167,6 +167,35 @@ impl OpenBao {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The database secrets engine at `database/` on `pg` (connection `pg`),
+    /// with role `app`: a PostgreSQL login per lease, living `default_ttl`
+    /// and at most `max_ttl` (Vault durations such as `4s` or `1h`).
+    pub fn database_role(&self, pg: &crate::postgres::Postgres, default_ttl: &str, max_ttl: &str) {
+        self.bao(&["secrets", "enable", "database"]);
+        self.bao_json(
+            &["write", "database/config/pg", "-"],
+            &serde_json::json!({
+                "plugin_name": "postgresql-database-plugin",
+                "allowed_roles": ["app"],
+                "connection_url": pg.vault_connection_url(),
+                "username": crate::postgres::SUPERUSER,
+                "password": pg.password,
+                "verify_connection": true,
+            }),
+        );
+        self.bao_json(
+            &["write", "database/roles/app", "-"],
+            &serde_json::json!({
+                "db_name": "pg",
+                "creation_statements": [
+                    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+                ],
+                "default_ttl": default_ttl,
+                "max_ttl": max_ttl,
+            }),
+        );
+    }
+
     /// `bao ARGS` with a JSON body from stdin (`-` argument).
     pub fn bao_json(&self, args: &[&str], body: &serde_json::Value) -> String {
         let mut child = self

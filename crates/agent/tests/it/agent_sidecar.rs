@@ -176,29 +176,7 @@ fn database_credentials_are_renewed_then_rotated_and_log_in() {
     let Some(bao) = OpenBao::start() else { return };
     let Some(pg) = Postgres::start() else { return };
     bao.configure();
-    bao.bao(&["secrets", "enable", "database"]);
-    bao.bao_json(
-        &["write", "database/config/pg", "-"],
-        &json!({
-            "plugin_name": "postgresql-database-plugin",
-            "allowed_roles": ["app"],
-            "connection_url": pg.vault_connection_url(),
-            "username": support::postgres::SUPERUSER,
-            "password": pg.password,
-            "verify_connection": true,
-        }),
-    );
-    bao.bao_json(
-        &["write", "database/roles/app", "-"],
-        &json!({
-            "db_name": "pg",
-            "creation_statements": [
-                "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
-            ],
-            "default_ttl": "4s",
-            "max_ttl": "12s",
-        }),
-    );
+    bao.database_role(&pg, "4s", "12s");
     let dirs = AgentDirs::new(support::bin(), &bao);
     let cfg = config(
         &bao,

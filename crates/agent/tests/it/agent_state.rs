@@ -21,29 +21,7 @@ use support::postgres::Postgres;
 const KV_VALUE: &str = "kv-state-value-4242";
 
 fn database(bao: &OpenBao, pg: &Postgres) {
-    bao.bao(&["secrets", "enable", "database"]);
-    bao.bao_json(
-        &["write", "database/config/pg", "-"],
-        &json!({
-            "plugin_name": "postgresql-database-plugin",
-            "allowed_roles": ["app"],
-            "connection_url": pg.vault_connection_url(),
-            "username": support::postgres::SUPERUSER,
-            "password": pg.password,
-            "verify_connection": true,
-        }),
-    );
-    bao.bao_json(
-        &["write", "database/roles/app", "-"],
-        &json!({
-            "db_name": "pg",
-            "creation_statements": [
-                "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
-            ],
-            "default_ttl": "1h",
-            "max_ttl": "2h",
-        }),
-    );
+    bao.database_role(pg, "1h", "2h");
 }
 
 /// The database leases OpenBao holds (`sys/leases/lookup` listing).

@@ -89,29 +89,7 @@ fn rotated_database_credentials_restart_the_app_which_logs_in_with_them() {
         return;
     };
     bao.configure();
-    bao.bao(&["secrets", "enable", "database"]);
-    bao.bao_json(
-        &["write", "database/config/pg", "-"],
-        &json!({
-            "plugin_name": "postgresql-database-plugin",
-            "allowed_roles": ["app"],
-            "connection_url": pg.vault_connection_url(),
-            "username": support::postgres::SUPERUSER,
-            "password": pg.password,
-            "verify_connection": true,
-        }),
-    );
-    bao.bao_json(
-        &["write", "database/roles/app", "-"],
-        &json!({
-            "db_name": "pg",
-            "creation_statements": [
-                "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
-            ],
-            "default_ttl": "3s",
-            "max_ttl": "6s",
-        }),
-    );
+    bao.database_role(&pg, "3s", "6s");
     let dirs = AgentDirs::new(support::bin(), &bao);
     let mut cfg = config(&bao, json!([]));
     cfg["envRestart"] = json!({"signal": "SIGTERM", "graceSecs": 5});
