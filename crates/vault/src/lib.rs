@@ -664,24 +664,7 @@ impl Vault {
                     .call_text(http::Method::GET, path, None, &op)
                     .await?
                     .ok_or_else(|| Error::NotFound { path: path.into() })?;
-                let Some(data) = exact_data(&text, &["data"], &op)? else {
-                    return Err(Error::Response {
-                        op,
-                        message: "the response has no data object".into(),
-                    });
-                };
-                let lease_id = v.get("lease_id").and_then(Value::as_str).unwrap_or("");
-                let lease = (!lease_id.is_empty()).then(|| Lease {
-                    id: lease_id.to_string(),
-                    duration_secs: v.get("lease_duration").and_then(Value::as_u64).unwrap_or(0),
-                    renewable: v.get("renewable").and_then(Value::as_bool).unwrap_or(false),
-                });
-                Ok(Secret {
-                    data,
-                    metadata: Value::Null,
-                    lease,
-                    engine,
-                })
+                logical_secret(&v, &text, op, engine)
             }
         }
     }
@@ -700,24 +683,7 @@ impl Vault {
                 op: op.clone(),
                 message: "the write returned no secret (HTTP 204)".into(),
             })?;
-        let Some(data) = exact_data(&text, &["data"], &op)? else {
-            return Err(Error::Response {
-                op,
-                message: "the response has no data object".into(),
-            });
-        };
-        let lease_id = v.get("lease_id").and_then(Value::as_str).unwrap_or("");
-        let lease = (!lease_id.is_empty()).then(|| Lease {
-            id: lease_id.to_string(),
-            duration_secs: v.get("lease_duration").and_then(Value::as_u64).unwrap_or(0),
-            renewable: v.get("renewable").and_then(Value::as_bool).unwrap_or(false),
-        });
-        Ok(Secret {
-            data,
-            metadata: Value::Null,
-            lease,
-            engine: Engine::Logical,
-        })
+        logical_secret(&v, &text, op, Engine::Logical)
     }
 
     /// Finds the mount serving `path` (cached). A token that may not ask
@@ -894,6 +860,29 @@ impl Vault {
             errors: join_errors(&errors),
         })
     }
+}
+
+/// A read or write response of a non-KV engine: its `data` (numbers kept
+/// exact) and its lease, if it has one.
+fn logical_secret(v: &Value, text: &str, op: String, engine: Engine) -> Result<Secret> {
+    let Some(data) = exact_data(text, &["data"], &op)? else {
+        return Err(Error::Response {
+            op,
+            message: "the response has no data object".into(),
+        });
+    };
+    let lease_id = v.get("lease_id").and_then(Value::as_str).unwrap_or("");
+    let lease = (!lease_id.is_empty()).then(|| Lease {
+        id: lease_id.to_string(),
+        duration_secs: v.get("lease_duration").and_then(Value::as_u64).unwrap_or(0),
+        renewable: v.get("renewable").and_then(Value::as_bool).unwrap_or(false),
+    });
+    Ok(Secret {
+        data,
+        metadata: Value::Null,
+        lease,
+        engine,
+    })
 }
 
 fn read_trimmed(what: &'static str, path: &Path) -> Result<String> {

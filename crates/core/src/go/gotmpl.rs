@@ -606,19 +606,22 @@ impl Translator {
     }
 }
 
+/// `name` called with exactly `n` arguments, or a syntax error saying so.
+fn check_arity(name: &str, args: &[String], n: usize) -> Result<()> {
+    if args.len() == n {
+        Ok(())
+    } else {
+        Err(Error::Syntax(format!(
+            "`{name}` takes {n} argument(s), got {}",
+            args.len()
+        )))
+    }
+}
+
 /// Maps a Go template function call to minijinja. `args` are already
 /// translated, the piped value (if any) last.
 pub fn translate_call(name: &str, args: &[String]) -> Result<String> {
-    let arity = |n: usize| -> Result<()> {
-        if args.len() == n {
-            Ok(())
-        } else {
-            Err(Error::Syntax(format!(
-                "`{name}` takes {n} argument(s), got {}",
-                args.len()
-            )))
-        }
-    };
+    let arity = |n: usize| check_arity(name, args, n);
     let filter = |f: &str| -> Result<String> {
         arity(1)?;
         Ok(format!("({})|{f}", args[0]))
@@ -823,16 +826,7 @@ enum Tok {
 /// arguments (no file, blob, KMS or environment access); `None` for any
 /// other name, which then goes to [`translate_call`].
 fn sprig_call(name: &str, args: &[String]) -> Option<Result<String>> {
-    let arity = |n: usize| -> Result<()> {
-        if args.len() == n {
-            Ok(())
-        } else {
-            Err(Error::Syntax(format!(
-                "`{name}` takes {n} argument(s), got {}",
-                args.len()
-            )))
-        }
-    };
+    let arity = |n: usize| check_arity(name, args, n);
     let filter = |f: &str| arity(1).map(|()| format!("({})|{f}", args[0]));
     Some(match name {
         "b64enc" => filter("base64encode"),
